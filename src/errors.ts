@@ -50,6 +50,11 @@ export const ERROR_CODES = {
     kind: 'permanent',
     remediation: 'Use an x86-64 Linux kernel image (ELF vmlinux or bzImage).',
   },
+  KERNEL_BUSY: {
+    kind: 'transient',
+    remediation:
+      'Another microagent process is installing or updating this kernel; retry when it has finished.',
+  },
   GUEST_INIT_MISSING: {
     kind: 'unsupported',
     remediation: 'Build it with `npm run build` in the microagent checkout.',
@@ -99,6 +104,14 @@ export const ERROR_CODES = {
   VM_EXITED: {
     kind: 'permanent',
     remediation: 'The VM stopped while the operation ran; see the serial console tail.',
+  },
+  VM_RUNNING: {
+    kind: 'conflict',
+    remediation: 'This VM is already running; stop it first (`microagent stop`).',
+  },
+  VM_NOT_RUNNING: {
+    kind: 'conflict',
+    remediation: 'The VM is not running; check `microagent status`, then start it.',
   },
   GUEST_PROTOCOL: {
     kind: 'permanent',

@@ -1,0 +1,34 @@
+/* The config disk (docs/protocol.md §4): MACFG001, u32 BE length, JSON. */
+#ifndef MA_CONFIG_H
+#define MA_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "exec.h"
+#include "json.h"
+
+#define CONFIG_MAGIC "MACFG001"
+#define CONFIG_MAX_JSON (1024 * 1024)
+
+struct guest_config {
+	const char *workspace;
+	const char *hostname;
+	struct kv *env;
+	size_t envc;
+	bool has_command;
+	struct exec_req command; /* argv, env, cwd (limits/timeout unused) */
+	bool power_off;
+};
+
+/* Parses the disk bytes (at least the header + JSON). */
+int config_parse_disk(const uint8_t *disk, size_t len, struct jarena *a, struct guest_config *c, char *err,
+		      size_t errlen);
+int config_parse_json(const char *json, size_t len, struct jarena *a, struct guest_config *c, char *err,
+		      size_t errlen);
+/* Finds the ma-config disk (waiting up to wait_ms), reads and parses it.
+ * Allocates its buffers once (kept for the life of PID 1). */
+int config_load(struct guest_config *c, int wait_ms, char *err, size_t errlen);
+
+#endif

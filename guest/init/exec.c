@@ -1,0 +1,450 @@
+/* Exec request validation, result JSON, env merging, spawn. */
+#include "exec.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int verr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int verr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+int parse_env(const struct jval *v, struct jarena *a, struct kv **out, size_t *n, const char *what, char *err,
+	      size_t errlen)
+{
+	if (v->type != J_OBJ)
+		return verr(err, errlen, "%s must be an object", what);
+	struct kv *kv = jarena_alloc(a, (v->count + 1) * sizeof *kv);
+	if (!kv)
+		return verr(err, errlen, "%s too large", what);
+	size_t i = 0;
+	for (const struct jval *m = v->child; m; m = m->next, i++) {
+		if (m->keylen == 0 || memchr(m->key, '=', m->keylen) || strlen(m->key) != m->keylen)
+			return verr(err, errlen, "%s: names must be non-empty and must not contain \"=\"", what);
+		if (!json_is_cstr(m))
+			return verr(err, errlen, "%s.%s must be a string without NUL", what, m->key);
+		kv[i].k = m->key;
+		kv[i].v = m->s;
+	}
+	*out = kv;
+	*n = i;
+	return 0;
+}
+
+static int get_uint(const struct jval *obj, const char *key, uint64_t *out, char *err, size_t errlen)
+{
+	const struct jval *v = json_get(obj, key);
+	if (!v)
+		return 1;
+	if (v->type != J_INT || v->i < 0)
+		return verr(err, errlen, "%s must be a non-negative integer", key);
+	*out = (uint64_t)v->i;
+	return 0;
+}
+
+static int parse_exec(const struct jval *o, struct jarena *a, struct exec_req *r, char *err, size_t errlen)
+{
+	static const char *const allowed[] = {"type",	 "v",	     "argv",	    "env",	   "cwd",
+					      "stdin", "timeoutMs", "stdoutLimit", "stderrLimit", NULL};
+	char bad[80];
+	if (!json_keys_allowed(o, allowed, bad, sizeof bad))
+		return verr(err, errlen, "unknown field \"%s\" in exec request", bad);
+	const struct jval *v = json_get(o, "v");
+	if (!v || v->type != J_INT || v->i != 1)
+		return verr(err, errlen, "v must be 1");
+	const struct jval *argv = json_get(o, "argv");
+	if (!argv || argv->type != J_ARR)
+		return verr(err, errlen, "argv must be an array of strings");
+	if (argv->count < 1 || argv->count > EXEC_MAX_ARGV)
+		return verr(err, errlen, "argv must have 1..%d elements", EXEC_MAX_ARGV);
+	r->argv = jarena_alloc(a, (argv->count + 1) * sizeof *r->argv);
+	if (!r->argv)
+		return verr(err, errlen, "argv too large");
+	size_t i = 0;
+	for (const struct jval *s = argv->child; s; s = s->next, i++) {
+		if (!json_is_cstr(s))
+			return verr(err, errlen, "argv[%zu] must be a string without NUL", i);
+		r->argv[i] = s->s;
+	}
+	r->argv[i] = NULL;
+	r->argc = i;
+	if (r->argv[0][0] == 0)
+		return verr(err, errlen, "argv[0] must not be empty");
+	r->env = NULL;
+	r->envc = 0;
+	const struct jval *env = json_get(o, "env");
+	if (env && parse_env(env, a, &r->env, &r->envc, "env", err, errlen) != 0)
+		return -1;
+	r->cwd = "/";
+	const struct jval *cwd = json_get(o, "cwd");
+	if (cwd) {
+		if (!json_is_cstr(cwd) || cwd->s[0] != '/')
+			return verr(err, errlen, "cwd must be an absolute path");
+		r->cwd = cwd->s;
+	}
+	r->stdin_pipe = false;
+	const struct jval *in = json_get(o, "stdin");
+	if (in) {
+		if (in->type != J_BOOL)
+			return verr(err, errlen, "stdin must be a boolean");
+		r->stdin_pipe = in->b;
+	}
+	r->timeout_ms = 0;
+	r->stdout_limit = EXEC_NO_LIMIT;
+	r->stderr_limit = EXEC_NO_LIMIT;
+	if (get_uint(o, "timeoutMs", &r->timeout_ms, err, errlen) < 0 ||
+	    get_uint(o, "stdoutLimit", &r->stdout_limit, err, errlen) < 0 ||
+	    get_uint(o, "stderrLimit", &r->stderr_limit, err, errlen) < 0)
+		return -1;
+	return 0;
+}
+
+int exec_parse_host_json(const char *json, size_t len, struct jarena *a, struct exec_host_msg *m, char *err,
+			 size_t errlen)
+{
+	const struct jval *o;
+	if (json_parse(json, len, a, &o, err, errlen) != 0)
+		return -1;
+	if (o->type != J_OBJ)
+		return verr(err, errlen, "exec message must be a JSON object");
+	const struct jval *t = json_get(o, "type");
+	if (!t || t->type != J_STR)
+		return verr(err, errlen, "exec message without a type");
+	if (strcmp(t->s, "exec") == 0 && json_is_cstr(t)) {
+		m->type = EXEC_MSG_EXEC;
+		return parse_exec(o, a, &m->req, err, errlen);
+	}
+	if (strcmp(t->s, "signal") == 0 && json_is_cstr(t)) {
+		static const char *const allowed[] = {"type", "signal", NULL};
+		char bad[80];
+		if (!json_keys_allowed(o, allowed, bad, sizeof bad))
+			return verr(err, errlen, "unknown field \"%s\" in signal message", bad);
+		const struct jval *s = json_get(o, "signal");
+		if (!s || s->type != J_INT || s->i < 1 || s->i > 64)
+			return verr(err, errlen, "signal must be an integer 1..64");
+		m->type = EXEC_MSG_SIGNAL;
+		m->signal = (int)s->i;
+		return 0;
+	}
+	return verr(err, errlen, "unknown exec message type");
+}
+
+long exec_format_started(pid_t pid, char *buf, size_t cap)
+{
+	struct jw w;
+	jw_init(&w, buf, cap);
+	jw_obj_begin(&w);
+	jw_key(&w, "type");
+	jw_cstr(&w, "started");
+	jw_key(&w, "pid");
+	jw_int(&w, pid);
+	jw_obj_end(&w);
+	return jw_finish(&w);
+}
+
+static const char *const status_names[] = {"exited", "signaled", "timed_out", "failed_to_start"};
+static const char *const error_names[] = {"",		 "not_found",	 "not_executable",
+					  "bad_cwd", "setup_failed", "invalid_request"};
+
+long exec_format_exit(const struct exec_result *r, char *buf, size_t cap)
+{
+	struct jw w;
+	jw_init(&w, buf, cap);
+	jw_obj_begin(&w);
+	jw_key(&w, "type");
+	jw_cstr(&w, "exit");
+	jw_key(&w, "status");
+	jw_cstr(&w, status_names[r->status]);
+	jw_key(&w, "exitCode");
+	jw_int(&w, r->exit_code);
+	if (r->signal > 0) {
+		jw_key(&w, "signal");
+		jw_int(&w, r->signal);
+	}
+	jw_key(&w, "stdoutBytes");
+	jw_int(&w, (int64_t)r->stdout_bytes);
+	jw_key(&w, "stderrBytes");
+	jw_int(&w, (int64_t)r->stderr_bytes);
+	jw_key(&w, "stdoutTruncated");
+	jw_bool(&w, r->stdout_truncated);
+	jw_key(&w, "stderrTruncated");
+	jw_bool(&w, r->stderr_truncated);
+	jw_key(&w, "durationMS");
+	jw_int(&w, (int64_t)r->duration_ms);
+	if (r->status == ST_FAILED_TO_START && r->error != ERR_NONE) {
+		jw_key(&w, "error");
+		jw_obj_begin(&w);
+		jw_key(&w, "code");
+		jw_cstr(&w, error_names[r->error]);
+		jw_key(&w, "message");
+		jw_cstr(&w, r->message);
+		jw_obj_end(&w);
+	}
+	jw_obj_end(&w);
+	return jw_finish(&w);
+}
+
+void exec_result_fail(struct exec_result *r, enum exec_error e, const char *fmt, ...)
+{
+	r->status = ST_FAILED_TO_START;
+	r->error = e;
+	r->signal = 0;
+	r->exit_code = e == ERR_NOT_FOUND ? 127 : e == ERR_NOT_EXECUTABLE ? 126 : 125;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(r->message, sizeof r->message, fmt, ap);
+	va_end(ap);
+}
+
+void exec_result_from_wait(struct exec_result *r, int wstatus, bool timed_out, int last_signal)
+{
+	r->error = ERR_NONE;
+	r->signal = 0;
+	if (timed_out) {
+		r->status = ST_TIMED_OUT;
+		r->exit_code = 124;
+		r->signal = WIFSIGNALED(wstatus) ? WTERMSIG(wstatus) : last_signal;
+		return;
+	}
+	if (WIFSIGNALED(wstatus)) {
+		r->status = ST_SIGNALED;
+		r->signal = WTERMSIG(wstatus);
+		r->exit_code = 128 + r->signal;
+		return;
+	}
+	r->status = ST_EXITED;
+	r->exit_code = WEXITSTATUS(wstatus);
+}
+
+int exec_build_env(const struct kv *const *layers, const size_t *counts, int nlayers, struct jarena *a,
+		   char ***envp, const char **path)
+{
+	size_t total = 0;
+	for (int l = 0; l < nlayers; l++)
+		total += counts[l];
+	struct kv *m = jarena_alloc(a, (total + 1) * sizeof *m);
+	char **out = jarena_alloc(a, (total + 1) * sizeof *out);
+	if (!m || !out) {
+		log_msg("exec: environment too large");
+		return -1;
+	}
+	size_t n = 0;
+	for (int l = 0; l < nlayers; l++) {
+		for (size_t i = 0; i < counts[l]; i++) {
+			const struct kv *e = &layers[l][i];
+			size_t j;
+			for (j = 0; j < n; j++)
+				if (strcmp(m[j].k, e->k) == 0)
+					break;
+			m[j] = *e;
+			if (j == n)
+				n++;
+		}
+	}
+	*path = "";
+	for (size_t j = 0; j < n; j++) {
+		size_t kl = strlen(m[j].k), vl = strlen(m[j].v);
+		char *s = jarena_alloc(a, kl + vl + 2);
+		if (!s) {
+			log_msg("exec: environment too large");
+			return -1;
+		}
+		memcpy(s, m[j].k, kl);
+		s[kl] = '=';
+		memcpy(s + kl + 1, m[j].v, vl + 1);
+		out[j] = s;
+		if (strcmp(m[j].k, "PATH") == 0)
+			*path = m[j].v;
+	}
+	out[n] = NULL;
+	*envp = out;
+	return 0;
+}
+
+/* ---- spawn ---- */
+
+enum { STAGE_SETUP = 1, STAGE_CWD = 2, STAGE_EXEC = 3 };
+
+struct child_report {
+	int stage;
+	int err;
+};
+
+static void child_fail(int fd, int stage, int err)
+{
+	struct child_report rep = {stage, err};
+	ssize_t n = write(fd, &rep, sizeof rep);
+	(void)n;
+	_exit(stage == STAGE_EXEC ? 127 : 125);
+}
+
+/* execvpe without the ENOEXEC → /bin/sh fallback; returns the errno to report. */
+static int child_exec(const char *file, char *const *argv, char *const *envp, const char *path)
+{
+	if (file[0] == 0)
+		return ENOENT;
+	if (strchr(file, '/')) {
+		execve(file, argv, envp);
+		return errno;
+	}
+	bool eacces = false;
+	size_t fl = strlen(file);
+	const char *p = path;
+	for (;;) {
+		const char *e = strchrnul(p, ':');
+		char buf[4096];
+		size_t dl = (size_t)(e - p);
+		if (dl + fl + 2 <= sizeof buf) {
+			if (dl == 0) {
+				memcpy(buf, file, fl + 1);
+			} else {
+				memcpy(buf, p, dl);
+				buf[dl] = '/';
+				memcpy(buf + dl + 1, file, fl + 1);
+			}
+			execve(buf, argv, envp);
+			switch (errno) {
+			case EACCES:
+				eacces = true;
+				break;
+			case ENOENT:
+			case ENOTDIR:
+			case ESTALE:
+			case ENODEV:
+			case ETIMEDOUT:
+			case ENAMETOOLONG:
+			case ELOOP:
+				break;
+			default:
+				return errno;
+			}
+		}
+		if (*e == 0)
+			break;
+		p = e + 1;
+	}
+	return eacces ? EACCES : ENOENT;
+}
+
+int exec_spawn(const char *const *argv, char *const *envp, const char *path, const char *cwd,
+	       const struct spawn_io *io, pid_t *pid, struct exec_result *r)
+{
+	int ep[2];
+	if (pipe2(ep, O_CLOEXEC) != 0) {
+		exec_result_fail(r, ERR_SETUP_FAILED, "pipe: %s", strerror(errno));
+		log_msg("exec: %s", r->message);
+		return -1;
+	}
+	pid_t c = fork();
+	if (c < 0) {
+		exec_result_fail(r, ERR_SETUP_FAILED, "fork: %s", strerror(errno));
+		log_msg("exec: %s", r->message);
+		close(ep[0]);
+		close(ep[1]);
+		return -1;
+	}
+	if (c == 0) {
+		if (setsid() < 0)
+			child_fail(ep[1], STAGE_SETUP, errno);
+		sigset_t none;
+		sigemptyset(&none);
+		if (sigprocmask(SIG_SETMASK, &none, NULL) != 0)
+			child_fail(ep[1], STAGE_SETUP, errno);
+		for (int s = 1; s < NSIG; s++)
+			if (s != SIGKILL && s != SIGSTOP)
+				signal(s, SIG_DFL); /* fails harmlessly for the glibc-reserved RT signals */
+		int in = io->in_fd;
+		if (in < 0) {
+			in = open("/dev/null", O_RDONLY);
+			if (in < 0)
+				child_fail(ep[1], STAGE_SETUP, errno);
+		}
+		if (dup2(in, 0) < 0)
+			child_fail(ep[1], STAGE_SETUP, errno);
+		if (io->out_fd >= 0 && dup2(io->out_fd, 1) < 0)
+			child_fail(ep[1], STAGE_SETUP, errno);
+		if (io->err_fd >= 0 && dup2(io->err_fd, 2) < 0)
+			child_fail(ep[1], STAGE_SETUP, errno);
+		if (chdir(cwd) != 0)
+			child_fail(ep[1], STAGE_CWD, errno);
+		int e = child_exec(argv[0], (char *const *)argv, envp, path);
+		child_fail(ep[1], STAGE_EXEC, e);
+	}
+	close(ep[1]);
+	struct child_report rep;
+	ssize_t n;
+	do
+		n = read(ep[0], &rep, sizeof rep);
+	while (n < 0 && errno == EINTR);
+	int saved = errno;
+	close(ep[0]);
+	if (n == 0) {
+		*pid = c;
+		return 0;
+	}
+	/* The child is about to _exit: collect it here so nobody else sees it. */
+	int st;
+	while (waitpid(c, &st, 0) < 0 && errno == EINTR) {
+	}
+	if (n != (ssize_t)sizeof rep) {
+		exec_result_fail(r, ERR_SETUP_FAILED, "exec report: %s", n < 0 ? strerror(saved) : "short read");
+		log_msg("exec: %s", r->message);
+		return -1;
+	}
+	switch (rep.stage) {
+	case STAGE_CWD:
+		exec_result_fail(r, ERR_BAD_CWD, "%s: %s", cwd, strerror(rep.err));
+		break;
+	case STAGE_EXEC:
+		switch (rep.err) {
+		case ENOENT:
+		case ENOTDIR:
+		case ENAMETOOLONG:
+		case ELOOP:
+			exec_result_fail(r, ERR_NOT_FOUND, "%s: %s", argv[0], strerror(rep.err));
+			break;
+		case EACCES:
+		case EPERM:
+		case ENOEXEC:
+		case EISDIR:
+		case ETXTBSY:
+			exec_result_fail(r, ERR_NOT_EXECUTABLE, "%s: %s", argv[0], strerror(rep.err));
+			break;
+		default:
+			exec_result_fail(r, ERR_SETUP_FAILED, "%s: %s", argv[0], strerror(rep.err));
+		}
+		break;
+	default:
+		exec_result_fail(r, ERR_SETUP_FAILED, "child setup: %s", strerror(rep.err));
+	}
+	return -1;
+}
+
+static const struct kv base_env[] = {{"PATH", DEFAULT_PATH}, {"HOME", "/root"}};
+static const struct kv *config_env;
+static size_t config_env_n;
+
+void exec_set_config_env(const struct kv *env, size_t n)
+{
+	config_env = env;
+	config_env_n = n;
+}
+
+int exec_env_for(const struct kv *extra, size_t extra_n, struct jarena *a, char ***envp, const char **path)
+{
+	const struct kv *layers[3] = {base_env, config_env, extra};
+	size_t counts[3] = {2, config_env ? config_env_n : 0, extra ? extra_n : 0};
+	return exec_build_env(layers, counts, 3, a, envp, path);
+}

@@ -1,0 +1,263 @@
+/* Golden-fixture tests: the bytes in test/fixtures/protocol/ come from
+ * src/guest/protocol.ts (scripts/gen-protocol-fixtures.mjs); the C side must
+ * decode them to the same values and encode the same bytes. */
+#include "config.h"
+#include "exec.h"
+#include "hello.h"
+#include "json.h"
+#include "mux.h"
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *fixture_dir;
+
+static unsigned char *load(const struct jval *c, size_t *len)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s", fixture_dir, json_get(c, "file")->s);
+	unsigned char *b = test_read_file(path, len);
+	CHECK(b != NULL, "cannot read %s", path);
+	return b;
+}
+
+static size_t unhex(const char *h, unsigned char *out)
+{
+	size_t n = 0;
+	for (; h[0] && h[1]; h += 2) {
+		unsigned v;
+		sscanf(h, "%2x", &v);
+		out[n++] = (unsigned char)v;
+	}
+	return n;
+}
+
+static int64_t geti(const struct jval *o, const char *k)
+{
+	const struct jval *v = json_get(o, k);
+	return v && v->type == J_INT ? v->i : -999;
+}
+
+static bool str_eq(const char *s, const struct jval *v)
+{
+	return v && v->type == J_STR && strlen(s) == v->slen && memcmp(s, v->s, v->slen) == 0;
+}
+
+/* env (kv list) equals the expected object exactly. */
+static bool env_eq(const struct kv *env, size_t n, const struct jval *want)
+{
+	if (want->count != n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!str_eq(env[i].v, json_get(want, env[i].k)))
+			return false;
+	return true;
+}
+
+static bool argv_eq(const char **argv, size_t argc, const struct jval *want)
+{
+	if (want->count != argc)
+		return false;
+	size_t i = 0;
+	for (const struct jval *s = want->child; s; s = s->next, i++)
+		if (!str_eq(argv[i], s))
+			return false;
+	return argv[argc] == NULL;
+}
+
+static void frame_case(const char *name, const struct jval *c, const unsigned char *b, size_t len)
+{
+	struct mux_hdr h;
+	char err[128];
+	CHECK(len >= MUX_HEADER_SIZE && mux_decode_header(b, &h, err, sizeof err) == 0, "%s: %s", name, err);
+	CHECK(h.stream == (uint32_t)geti(c, "stream") && h.type == geti(c, "type"), "%s: header fields", name);
+	CHECK(h.len == len - MUX_HEADER_SIZE, "%s: length", name);
+	const struct jval *hex = json_get(c, "payloadHex");
+	if (hex) {
+		unsigned char want[128];
+		size_t n = unhex(hex->s, want);
+		CHECK(n == h.len && memcmp(want, b + MUX_HEADER_SIZE, n) == 0, "%s: payload", name);
+	} else {
+		CHECK(geti(c, "payloadLen") == h.len, "%s: payload length", name);
+		bool same = true;
+		for (size_t i = 0; i < h.len; i++)
+			same &= b[MUX_HEADER_SIZE + i] == geti(c, "payloadFill");
+		CHECK(same, "%s: payload bytes", name);
+	}
+	uint8_t enc[MUX_HEADER_SIZE];
+	mux_encode_header(enc, h.stream, h.type, h.len);
+	CHECK(memcmp(enc, b, MUX_HEADER_SIZE) == 0, "%s: re-encoded header differs", name);
+}
+
+static int parse_exec_msg(const unsigned char *b, size_t len, struct jarena *a, struct exec_host_msg *m,
+			  char *err, size_t errlen)
+{
+	uint8_t kind;
+	uint32_t n;
+	if (len < EXEC_HEADER_SIZE || exec_decode_header(b, &kind, &n, err, errlen) != 0)
+		return -2;
+	if (kind != EK_JSON || n != len - EXEC_HEADER_SIZE)
+		return -2;
+	jarena_reset(a);
+	return exec_parse_host_json((const char *)b + EXEC_HEADER_SIZE, n, a, m, err, errlen);
+}
+
+static void exit_case(const char *name, const struct jval *c, const unsigned char *b, size_t len)
+{
+	const struct jval *e = json_get(c, "exit");
+	struct exec_result r;
+	memset(&r, 0, sizeof r);
+	static const char *const st[] = {"exited", "signaled", "timed_out", "failed_to_start"};
+	static const char *const codes[] = {"", "not_found", "not_executable", "bad_cwd", "setup_failed",
+					    "invalid_request"};
+	for (int i = 0; i < 4; i++)
+		if (str_eq(st[i], json_get(e, "status")))
+			r.status = (enum exec_status)i;
+	r.exit_code = (int)geti(e, "exitCode");
+	r.signal = json_get(e, "signal") ? (int)geti(e, "signal") : 0;
+	r.stdout_bytes = (uint64_t)geti(e, "stdoutBytes");
+	r.stderr_bytes = (uint64_t)geti(e, "stderrBytes");
+	r.stdout_truncated = json_get(e, "stdoutTruncated")->b;
+	r.stderr_truncated = json_get(e, "stderrTruncated")->b;
+	r.duration_ms = (uint64_t)geti(e, "durationMs");
+	const struct jval *er = json_get(e, "error");
+	if (er) {
+		for (int i = 1; i < 6; i++)
+			if (str_eq(codes[i], json_get(er, "code")))
+				r.error = (enum exec_error)i;
+		const struct jval *msg = json_get(er, "message");
+		memcpy(r.message, msg->s, msg->slen + 1);
+	}
+	unsigned char out[2048];
+	long n = exec_format_exit(&r, (char *)out + EXEC_HEADER_SIZE, sizeof out - EXEC_HEADER_SIZE);
+	CHECK(n > 0, "%s: format", name);
+	exec_encode_header(out, EK_JSON, (uint32_t)n);
+	CHECK((size_t)n + EXEC_HEADER_SIZE == len && memcmp(out, b, len) == 0, "%s: bytes differ:\n  C:  %.*s\n  TS: %.*s",
+	      name, (int)n, out + EXEC_HEADER_SIZE, (int)(len - 5), b + 5);
+}
+
+static void config_case(const char *name, const struct jval *c, const unsigned char *b, size_t len,
+			struct jarena *a)
+{
+	struct guest_config g;
+	char err[300];
+	jarena_reset(a);
+	int rc = config_parse_disk(b, len, a, &g, err, sizeof err);
+	CHECK(rc == 0, "%s: %s", name, err);
+	if (rc != 0)
+		return;
+	const struct jval *x = json_get(c, "expect");
+	CHECK(str_eq(g.workspace, json_get(x, "workspace")) && str_eq(g.hostname, json_get(x, "hostname")),
+	      "%s: names", name);
+	CHECK(env_eq(g.env, g.envc, json_get(x, "env")), "%s: env", name);
+	const struct jval *cmd = json_get(x, "command");
+	CHECK(g.has_command == (cmd->type != J_NULL), "%s: command presence", name);
+	if (g.has_command && cmd->type == J_OBJ) {
+		CHECK(argv_eq(g.command.argv, g.command.argc, json_get(cmd, "argv")), "%s: command argv", name);
+		CHECK(env_eq(g.command.env, g.command.envc, json_get(cmd, "env")), "%s: command env", name);
+		CHECK(str_eq(g.command.cwd, json_get(cmd, "cwd")), "%s: command cwd", name);
+		CHECK(g.power_off == json_get(cmd, "powerOff")->b, "%s: powerOff", name);
+	}
+}
+
+void test_fixtures(const char *dir)
+{
+	fixture_dir = dir;
+	char path[512];
+	snprintf(path, sizeof path, "%s/cases.json", dir);
+	size_t len;
+	unsigned char *text = test_read_file(path, &len);
+	CHECK(text != NULL, "cannot read %s", path);
+	if (!text)
+		return;
+	struct jarena ca, ra;
+	jarena_init(&ca, malloc(64 << 20), 64 << 20, 1 << 20);
+	jarena_init(&ra, malloc(64 << 20), 64 << 20, 1 << 20);
+	const struct jval *cases;
+	char err[300];
+	CHECK(json_parse((const char *)text, len, &ca, &cases, err, sizeof err) == 0, "cases.json: %s", err);
+	int ran = 0;
+	for (const struct jval *c = cases->child; c; c = c->next, ran++) {
+		const char *name = json_get(c, "name")->s, *kind = json_get(c, "kind")->s;
+		size_t blen;
+		unsigned char *b = load(c, &blen);
+		if (!b)
+			continue;
+		struct exec_host_msg m;
+		memset(&m, 0, sizeof m);
+		if (!strcmp(kind, "frame")) {
+			frame_case(name, c, b, blen);
+		} else if (!strcmp(kind, "frame_invalid")) {
+			struct mux_hdr h;
+			CHECK(mux_decode_header(b, &h, err, sizeof err) != 0, "%s: accepted", name);
+		} else if (!strcmp(kind, "exec_header_invalid")) {
+			uint8_t k;
+			uint32_t n;
+			CHECK(exec_decode_header(b, &k, &n, err, sizeof err) != 0, "%s: accepted", name);
+		} else if (!strcmp(kind, "exec_stdin")) {
+			uint8_t k;
+			uint32_t n;
+			unsigned char want[64];
+			size_t wn = unhex(json_get(c, "payloadHex")->s, want);
+			CHECK(exec_decode_header(b, &k, &n, err, sizeof err) == 0 && k == EK_STDIN && n == wn &&
+				      memcmp(b + 5, want, wn) == 0,
+			      "%s", name);
+		} else if (!strcmp(kind, "exec_request")) {
+			int rc = parse_exec_msg(b, blen, &ra, &m, err, sizeof err);
+			CHECK(rc == 0 && m.type == EXEC_MSG_EXEC, "%s: %s", name, err);
+			if (rc != 0)
+				goto next;
+			const struct jval *x = json_get(c, "expect");
+			struct exec_req *r = &m.req;
+			CHECK(argv_eq(r->argv, r->argc, json_get(x, "argv")), "%s: argv", name);
+			CHECK(env_eq(r->env, r->envc, json_get(x, "env")), "%s: env", name);
+			CHECK(str_eq(r->cwd, json_get(x, "cwd")), "%s: cwd", name);
+			CHECK(r->stdin_pipe == json_get(x, "stdin")->b, "%s: stdin", name);
+			CHECK((int64_t)r->timeout_ms == geti(x, "timeoutMs"), "%s: timeoutMs", name);
+			int64_t ol = geti(x, "stdoutLimit"), el = geti(x, "stderrLimit");
+			CHECK(r->stdout_limit == (ol < 0 ? EXEC_NO_LIMIT : (uint64_t)ol), "%s: stdoutLimit", name);
+			CHECK(r->stderr_limit == (el < 0 ? EXEC_NO_LIMIT : (uint64_t)el), "%s: stderrLimit", name);
+		} else if (!strcmp(kind, "exec_request_invalid")) {
+			int rc = parse_exec_msg(b, blen, &ra, &m, err, sizeof err);
+			CHECK(rc != 0 || m.type != EXEC_MSG_EXEC, "%s: accepted", name);
+		} else if (!strcmp(kind, "exec_signal")) {
+			int rc = parse_exec_msg(b, blen, &ra, &m, err, sizeof err);
+			CHECK(rc == 0 && m.type == EXEC_MSG_SIGNAL && m.signal == geti(c, "signal"), "%s: %s", name, err);
+		} else if (!strcmp(kind, "exec_signal_invalid")) {
+			CHECK(parse_exec_msg(b, blen, &ra, &m, err, sizeof err) != 0, "%s: accepted", name);
+		} else if (!strcmp(kind, "exec_started")) {
+			unsigned char out[128];
+			long n = exec_format_started((pid_t)geti(c, "pid"), (char *)out + 5, sizeof out - 5);
+			exec_encode_header(out, EK_JSON, (uint32_t)n);
+			CHECK((size_t)n + 5 == blen && memcmp(out, b, blen) == 0, "%s: bytes differ", name);
+		} else if (!strcmp(kind, "exec_exit")) {
+			exit_case(name, c, b, blen);
+		} else if (!strcmp(kind, "hello_guest")) {
+			char out[256];
+			long n = hello_format_guest(out, sizeof out, json_get(c, "init")->s, geti(c, "bootMs"));
+			CHECK((size_t)n == blen && memcmp(out, b, blen) == 0, "%s: bytes differ", name);
+		} else if (!strcmp(kind, "hello_host")) {
+			int64_t t = -1;
+			int rc = hello_parse_host((const char *)b, blen, &t, err, sizeof err);
+			if (json_get(c, "valid")->b)
+				CHECK(rc == 0 && t == geti(c, "timeMs"), "%s: %s", name, err);
+			else
+				CHECK(rc != 0, "%s: accepted", name);
+		} else if (!strcmp(kind, "config")) {
+			config_case(name, c, b, blen, &ra);
+		} else if (!strcmp(kind, "config_invalid")) {
+			struct guest_config g;
+			jarena_reset(&ra);
+			CHECK(config_parse_disk(b, blen, &ra, &g, err, sizeof err) != 0, "%s: accepted", name);
+		} else {
+			CHECK(0, "%s: unknown fixture kind %s", name, kind);
+		}
+	next:
+		free(b);
+	}
+	CHECK(ran >= 100, "only %d fixture cases", ran);
+	free(ca.buf);
+	free(ra.buf);
+	free(text);
+}

@@ -1,0 +1,34 @@
+/* Small syscall helpers shared by both init roles. */
+#ifndef MA_UTIL_H
+#define MA_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* CLOCK_MONOTONIC / CLOCK_BOOTTIME in milliseconds. */
+int64_t now_ms(void);
+int64_t boottime_ms(void);
+
+/* write()/read() the whole buffer, retrying on EINTR. 0 or -1 (errno set). */
+int write_all(int fd, const void *buf, size_t len);
+/* Reads up to cap bytes until EOF; returns the count or -1. */
+ssize_t read_full(int fd, void *buf, size_t cap);
+/* Reads a small text file into buf (NUL-terminated, trailing newlines cut).
+ * Returns the length or -1 (errno set; no log: callers probe with it). */
+ssize_t read_text_file(const char *path, char *buf, size_t cap);
+
+/* Whether the kernel command line has this exact word (e.g. "microagent.debug=1"). */
+bool cmdline_has(const char *word);
+
+/* Finds /sys/block/vd* whose serial is `serial`; writes "/dev/vdX" into dev.
+ * 0 if found, -1 if not (no log). */
+int find_disk_by_serial(const char *serial, char *dev, size_t cap);
+
+/* mkdir that tolerates EEXIST; logs failures. */
+int mkdir_p1(const char *path, mode_t mode);
+
+void sleep_ms(int ms);
+
+#endif

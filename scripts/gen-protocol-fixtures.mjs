@@ -1,0 +1,362 @@
+#!/usr/bin/env node
+// Writes the golden fixtures of the guest protocols (docs/protocol.md) to
+// test/fixtures/protocol/: one NAME.bin per case plus cases.json describing
+// what the C init must decode or encode from/to those bytes
+// (guest/init/test_fixtures.c). The bytes come from src/guest/protocol.ts,
+// the host's single source, so the two sides cannot drift apart silently.
+//
+// Usage (after the TS build):
+//   scripts/node node_modules/typescript/bin/tsc -p tsconfig.json
+//   scripts/node scripts/gen-protocol-fixtures.mjs
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const P = await import(join(root, 'dist/src/guest/protocol.js'));
+const out = join(root, 'test/fixtures/protocol');
+mkdirSync(out, { recursive: true });
+for (const f of readdirSync(out)) if (f.endsWith('.bin') || f === 'cases.json') rmSync(join(out, f));
+
+const cases = [];
+const names = new Set();
+function add(name, kind, bytes, extra = {}) {
+  if (names.has(name)) throw new Error(`duplicate case ${name}`);
+  names.add(name);
+  writeFileSync(join(out, `${name}.bin`), bytes);
+  cases.push({ name, kind, file: `${name}.bin`, ...extra });
+}
+const hex = (b) => Buffer.from(b).toString('hex');
+const utf8 = (s) => Buffer.from(s, 'utf8');
+function must(cond, what) {
+  if (!cond) throw new Error(`fixture self-check failed: ${what}`);
+}
+const { FrameType: F } = P;
+
+// ---- mux frames ----------------------------------------------------------------
+const frames = [
+  ['frame-hello-guest', 0, F.HELLO, utf8('{"v":1,"init":"0.1.0","bootMs":1234}')],
+  ['frame-hello-host', 0, F.HELLO, utf8('{"v":1,"timeMs":1763736000000}')],
+  ['frame-open', 1, F.OPEN, P.u32(1)],
+  ['frame-open-ok', 1, F.OPEN_OK, undefined],
+  ['frame-reset', 7, F.RESET, utf8('no service on port 7')],
+  ['frame-data-1', 3, F.DATA, Buffer.from([0])],
+  ['frame-data-max', 0xfffffffe, F.DATA, Buffer.alloc(P.MUX_MAX_DATA, 0xab)],
+  ['frame-eof', 2, F.EOF, undefined],
+  ['frame-credit', 2, F.CREDIT, P.u32(P.MUX_WINDOW)],
+  ['frame-poweroff', 0, F.POWEROFF, utf8('{"reason":"user"}')],
+  ['frame-ping', 0, F.PING, Buffer.from(Array.from({ length: 64 }, (_, i) => i))],
+  ['frame-pong-empty', 0, F.PONG, undefined],
+  ['frame-result', 0, F.RESULT, utf8('{"type":"exit"}')],
+  ['frame-max-payload', 5, F.HELLO, Buffer.alloc(P.MUX_MAX_PAYLOAD, 0x5a)],
+];
+for (const [name, stream, type, payload] of frames) {
+  const bytes = P.encodeFrame(stream, type, payload);
+  const decoded = new P.FrameDecoder().push(bytes);
+  must(decoded.length === 1 && decoded[0].stream === stream && decoded[0].type === type, name);
+  const body = payload ?? Buffer.alloc(0);
+  // Big payloads are one repeated byte: describe them instead of spelling them out.
+  const desc =
+    body.length <= 64
+      ? { payloadHex: hex(body) }
+      : (must(body.every((x) => x === body[0]), name), { payloadLen: body.length, payloadFill: body[0] });
+  add(name, 'frame', bytes, { stream, type, ...desc });
+}
+function badFrame(name, mutate, why) {
+  const bytes = P.encodeFrame(1, F.DATA, Buffer.from('x'));
+  mutate(bytes);
+  let threw = false;
+  try {
+    new P.FrameDecoder().push(bytes);
+  } catch (e) {
+    threw = e instanceof P.ProtocolError;
+  }
+  must(threw, name);
+  add(name, 'frame_invalid', bytes, { why });
+}
+badFrame('frame-bad-type-0', (b) => b.writeUInt8(0, 4), 'unknown type 0');
+badFrame('frame-bad-type-12', (b) => b.writeUInt8(12, 4), 'unknown type 12');
+badFrame('frame-bad-flags', (b) => b.writeUInt8(1, 5), 'non-zero flags');
+badFrame('frame-bad-reserved', (b) => b.writeUInt16BE(0x0100, 6), 'non-zero reserved');
+badFrame('frame-bad-length', (b) => b.writeUInt32BE(P.MUX_MAX_PAYLOAD + 1, 8), 'length over the maximum');
+
+// ---- exec message headers ---------------------------------------------------------
+for (const [name, kind, len] of [
+  ['exec-header-bad-kind-0', 0, 0],
+  ['exec-header-bad-kind-5', 5, 1],
+  ['exec-header-too-long', 2, P.EXEC_MAX_MESSAGE + 1],
+]) {
+  const b = Buffer.alloc(5);
+  b.writeUInt8(kind, 0);
+  b.writeUInt32BE(len, 1);
+  let threw = false;
+  try {
+    new P.ExecDecoder().push(b);
+  } catch {
+    threw = true;
+  }
+  must(threw, name);
+  add(name, 'exec_header_invalid', b);
+}
+add('exec-stdin-close', 'exec_stdin', P.encodeExecMessage(P.ExecKind.STDIN, Buffer.alloc(0)), { payloadHex: '' });
+add('exec-stdin-bytes', 'exec_stdin', P.encodeExecMessage(P.ExecKind.STDIN, Buffer.from([0, 1, 2, 255])), {
+  payloadHex: '000102ff',
+});
+
+// ---- exec requests -----------------------------------------------------------------
+// Valid requests: the C side must accept them and see these values.
+function expectOf(r) {
+  return {
+    argv: r.argv,
+    env: r.env ?? {},
+    cwd: r.cwd ?? '/',
+    stdin: r.stdin ?? false,
+    timeoutMs: r.timeoutMs ?? 0,
+    stdoutLimit: r.stdoutLimit ?? -1,
+    stderrLimit: r.stderrLimit ?? -1,
+  };
+}
+function validRequest(name, req) {
+  const parsed = P.ExecRequestSchema.parse(req);
+  add(name, 'exec_request', P.encodeExecJson(parsed), { expect: expectOf(parsed) });
+}
+validRequest('exec-req-minimal', { type: 'exec', v: 1, argv: ['uname'] });
+validRequest('exec-req-full', {
+  type: 'exec',
+  v: 1,
+  argv: ['uname', '-a', ''],
+  env: { LANG: 'C', EMPTY: '', 'WITH SPACE': 'a=b=c' },
+  cwd: '/tmp',
+  stdin: true,
+  timeoutMs: 1500,
+  stdoutLimit: 10485760,
+  stderrLimit: 0,
+});
+validRequest('exec-req-unicode', {
+  type: 'exec',
+  v: 1,
+  argv: ['echo', 'é😀', 'tab\tnl\n"q"\\', '\u2028', '\u007f\u0001'],
+  env: { 'Ü': 'ß' },
+});
+validRequest('exec-req-max-argv', { type: 'exec', v: 1, argv: Array.from({ length: 4096 }, (_, i) => `a${i}`) });
+validRequest('exec-req-big-numbers', {
+  type: 'exec',
+  v: 1,
+  argv: ['x'],
+  timeoutMs: Number.MAX_SAFE_INTEGER,
+  stdoutLimit: 2 ** 40,
+  stderrLimit: 1,
+});
+validRequest('exec-req-stdin-false', { type: 'exec', v: 1, argv: ['cat'], stdin: false, timeoutMs: 0 });
+// Hand-written JSON (escapes, whitespace, key order) that zod accepts.
+function validRaw(name, json) {
+  const parsed = P.ExecRequestSchema.parse(JSON.parse(json));
+  add(name, 'exec_request', P.encodeExecMessage(P.ExecKind.JSON, utf8(json)), { expect: expectOf(parsed) });
+}
+validRaw(
+  'exec-req-escapes',
+  '{"argv":["\\u0065cho","\\ud83d\\ude00\\u00e9","\\"\\\\\\/\\b\\f\\n\\r\\t"],"v":1,"type":"exec"}',
+);
+validRaw('exec-req-whitespace', ' \n\t{ "type" : "exec" ,\r\n "v" : 1 , "argv" : [ "ls" , "-l" ] , "env" : { } }\n ');
+validRaw('exec-req-lone-surrogate', '{"type":"exec","v":1,"argv":["a\\ud800b","\\udc00"]}');
+
+// Invalid requests: zod (or JSON.parse) rejects them; the C side must too.
+function invalidRaw(name, json) {
+  let ok = false;
+  try {
+    ok = P.ExecRequestSchema.safeParse(JSON.parse(json)).success;
+  } catch {
+    ok = false;
+  }
+  must(!ok, `${name} must be invalid`);
+  add(name, 'exec_request_invalid', P.encodeExecMessage(P.ExecKind.JSON, utf8(json)));
+}
+const inv = (o) => JSON.stringify(o);
+const base = { type: 'exec', v: 1, argv: ['true'] };
+invalidRaw('exec-req-bad-unknown-field', inv({ ...base, user: 'root' }));
+invalidRaw('exec-req-bad-v', inv({ ...base, v: 2 }));
+invalidRaw('exec-req-bad-no-v', inv({ type: 'exec', argv: ['true'] }));
+invalidRaw('exec-req-bad-type', inv({ ...base, type: 'run' }));
+invalidRaw('exec-req-bad-argv-empty', inv({ ...base, argv: [] }));
+invalidRaw('exec-req-bad-argv0-empty', inv({ ...base, argv: [''] }));
+invalidRaw('exec-req-bad-argv-not-array', inv({ ...base, argv: 'true' }));
+invalidRaw('exec-req-bad-argv-number', inv({ ...base, argv: ['true', 1] }));
+invalidRaw('exec-req-bad-argv-too-many', inv({ ...base, argv: Array.from({ length: 4097 }, () => 'a') }));
+invalidRaw('exec-req-bad-env-eq', inv({ ...base, env: { 'A=B': 'c' } }));
+invalidRaw('exec-req-bad-env-empty-key', inv({ ...base, env: { '': 'c' } }));
+invalidRaw('exec-req-bad-env-value', inv({ ...base, env: { A: 1 } }));
+invalidRaw('exec-req-bad-env-null', inv({ ...base, env: null }));
+invalidRaw('exec-req-bad-env-array', inv({ ...base, env: ['A=B'] }));
+invalidRaw('exec-req-bad-cwd-relative', inv({ ...base, cwd: 'tmp' }));
+invalidRaw('exec-req-bad-stdin', inv({ ...base, stdin: 'yes' }));
+invalidRaw('exec-req-bad-timeout-negative', inv({ ...base, timeoutMs: -1 }));
+invalidRaw('exec-req-bad-timeout-fraction', inv({ ...base, timeoutMs: 1.5 }));
+invalidRaw('exec-req-bad-limit-null', inv({ ...base, stdoutLimit: null }));
+invalidRaw('exec-req-bad-limit-string', inv({ ...base, stderrLimit: '10' }));
+invalidRaw('exec-req-bad-not-object', inv(['exec']));
+invalidRaw('exec-req-bad-json-truncated', '{"type":"exec","v":1,"argv":["true"]');
+invalidRaw('exec-req-bad-json-trailing', '{"type":"exec","v":1,"argv":["true"]} x');
+invalidRaw('exec-req-bad-json-comma', '{"type":"exec","v":1,"argv":["true"],}');
+invalidRaw('exec-req-bad-json-single-quote', "{'type':'exec'}");
+invalidRaw('exec-req-bad-json-control-char', '{"type":"exec","v":1,"argv":["a\tb"]}');
+invalidRaw('exec-req-bad-json-bad-escape', '{"type":"exec","v":1,"argv":["\\x41"]}');
+invalidRaw('exec-req-bad-signal-as-first', inv({ type: 'signal', signal: 15 }).replace('signal",', 'signal","v":1,'));
+
+// signal messages
+for (const [name, sig] of [
+  ['exec-signal-15', 15],
+  ['exec-signal-64', 64],
+]) {
+  add(name, 'exec_signal', P.encodeExecJson(P.ExecSignalSchema.parse({ type: 'signal', signal: sig })), {
+    signal: sig,
+  });
+}
+for (const [name, json] of [
+  ['exec-signal-bad-0', inv({ type: 'signal', signal: 0 })],
+  ['exec-signal-bad-65', inv({ type: 'signal', signal: 65 })],
+  ['exec-signal-bad-extra', inv({ type: 'signal', signal: 9, pid: 1 })],
+  ['exec-signal-bad-string', inv({ type: 'signal', signal: 'TERM' })],
+]) {
+  must(!P.ExecSignalSchema.safeParse(JSON.parse(json)).success, name);
+  add(name, 'exec_signal_invalid', P.encodeExecMessage(P.ExecKind.JSON, utf8(json)));
+}
+
+// ---- guest → host exec messages (the C side must produce these bytes) --------------
+add('exec-started', 'exec_started', P.encodeExecJson(P.ExecStartedSchema.parse({ type: 'started', pid: 123 })), {
+  pid: 123,
+});
+function exitCase(name, e) {
+  // Parsing puts the keys in schema order, which is the order the guest writes.
+  const parsed = P.ExecExitSchema.parse(e);
+  add(name, 'exec_exit', P.encodeExecJson(parsed), { exit: parsed });
+}
+const zero = { stdoutBytes: 0, stderrBytes: 0, stdoutTruncated: false, stderrTruncated: false, durationMs: 0 };
+exitCase('exec-exit-exited', { type: 'exit', status: 'exited', exitCode: 0, ...zero, stdoutBytes: 42, durationMs: 12 });
+exitCase('exec-exit-exited-42', { type: 'exit', status: 'exited', exitCode: 42, ...zero });
+exitCase('exec-exit-signaled', { type: 'exit', status: 'signaled', exitCode: 137, signal: 9, ...zero });
+exitCase('exec-exit-timed-out', {
+  type: 'exit',
+  status: 'timed_out',
+  exitCode: 124,
+  signal: 15,
+  stdoutBytes: 10485760,
+  stderrBytes: 2 ** 40,
+  stdoutTruncated: true,
+  stderrTruncated: true,
+  durationMs: 2 ** 45,
+});
+for (const [code, exitCode] of [
+  ['not_found', 127],
+  ['not_executable', 126],
+  ['bad_cwd', 125],
+  ['setup_failed', 125],
+  ['invalid_request', 125],
+]) {
+  exitCase(`exec-exit-failed-${code.replace('_', '-')}`, {
+    type: 'exit',
+    status: 'failed_to_start',
+    exitCode,
+    ...zero,
+    error: { code, message: `${code}: No such file or directory` },
+  });
+}
+exitCase('exec-exit-escapes', {
+  type: 'exit',
+  status: 'failed_to_start',
+  exitCode: 125,
+  ...zero,
+  error: {
+    code: 'invalid_request',
+    message: 'q" b\\ s/ nl\n cr\r tab\t bs\b ff\f c1\u0001 c1f\u001f del\u007f é 😀 \u2028 end',
+  },
+});
+
+// ---- HELLO -----------------------------------------------------------------------------
+add(
+  'hello-guest',
+  'hello_guest',
+  utf8(JSON.stringify(P.GuestHelloSchema.parse({ v: 1, init: '0.1.0', bootMs: 1429 }))),
+  { init: '0.1.0', bootMs: 1429 },
+);
+for (const [name, json, valid] of [
+  ['hello-host', inv({ v: 1, timeMs: 1763736000123 }), true],
+  ['hello-host-bad-extra', inv({ v: 1, timeMs: 1, tz: 'UTC' }), false],
+  ['hello-host-bad-v', inv({ v: 2, timeMs: 1 }), false],
+  ['hello-host-bad-missing', inv({ v: 1 }), false],
+  ['hello-host-bad-negative', inv({ v: 1, timeMs: -5 }), false],
+]) {
+  const ok = P.HostHelloSchema.safeParse(JSON.parse(json)).success;
+  must(ok === valid, name);
+  add(name, 'hello_host', utf8(json), valid ? { valid, timeMs: JSON.parse(json).timeMs } : { valid });
+}
+
+// ---- config disk -------------------------------------------------------------------------
+function configExpect(c) {
+  return {
+    workspace: c.workspace,
+    hostname: c.hostname,
+    env: c.env ?? {},
+    command: c.command
+      ? { argv: c.command.argv, env: c.command.env ?? {}, cwd: c.command.cwd ?? '/', powerOff: c.command.powerOff ?? false }
+      : null,
+  };
+}
+function configCase(name, c) {
+  const bytes = P.encodeConfigDisk(c);
+  must(bytes.length % 4096 === 0, name);
+  add(name, 'config', bytes, { expect: configExpect(P.GuestConfigSchema.parse(c)) });
+}
+configCase('config-minimal', { v: 1, workspace: 'run-brave-otter-4f9c', hostname: 'run-brave-otter-4f9c' });
+configCase('config-null-command', { v: 1, workspace: 'w', hostname: 'h', env: { K: 'V' }, command: null });
+configCase('config-command', {
+  v: 1,
+  workspace: 'w',
+  hostname: 'a'.repeat(63),
+  env: { K: 'V', LANG: 'C.UTF-8' },
+  command: { argv: ['sh', '-c', 'echo hi'], env: { X: 'y' }, cwd: '/root', powerOff: true },
+});
+configCase('config-command-minimal', { v: 1, workspace: 'w', hostname: 'h', command: { argv: ['true'] } });
+configCase('config-big', {
+  v: 1,
+  workspace: 'w',
+  hostname: 'h',
+  env: Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`VAR_${i}`, 'x'.repeat(i % 50)])),
+});
+function rawDisk(json, { magic = P.CONFIG_MAGIC, length } = {}) {
+  const j = utf8(json);
+  const size = Math.ceil((12 + j.length) / 4096) * 4096;
+  const b = Buffer.alloc(size);
+  b.write(magic, 0, 'ascii');
+  b.writeUInt32BE(length ?? j.length, 8);
+  j.copy(b, 12);
+  return b;
+}
+function badConfig(name, json, opts) {
+  let ok = false;
+  try {
+    ok = P.GuestConfigSchema.safeParse(JSON.parse(json)).success;
+  } catch {
+    ok = false;
+  }
+  if (!opts) must(!ok, name);
+  add(name, 'config_invalid', rawDisk(json, opts));
+}
+const cfg = { v: 1, workspace: 'w', hostname: 'h' };
+badConfig('config-bad-magic', inv(cfg), { magic: 'MACFG002' });
+badConfig('config-bad-length-huge', inv(cfg), { length: P.CONFIG_MAX_JSON + 1 });
+badConfig('config-bad-length-past-end', inv(cfg), { length: 5000 });
+badConfig('config-bad-unknown-field', inv({ ...cfg, network: true }));
+badConfig('config-bad-unknown-command-field', inv({ ...cfg, command: { argv: ['x'], user: 'root' } }));
+badConfig('config-bad-v', inv({ ...cfg, v: 2 }));
+badConfig('config-bad-no-workspace', inv({ v: 1, hostname: 'h' }));
+badConfig('config-bad-empty-hostname', inv({ ...cfg, hostname: '' }));
+badConfig('config-bad-long-hostname', inv({ ...cfg, hostname: 'a'.repeat(64) }));
+badConfig('config-bad-env-key', inv({ ...cfg, env: { 'A=B': 'x' } }));
+badConfig('config-bad-env-value', inv({ ...cfg, env: { A: true } }));
+badConfig('config-bad-command-argv-empty', inv({ ...cfg, command: { argv: [] } }));
+badConfig('config-bad-command-cwd', inv({ ...cfg, command: { argv: ['x'], cwd: 'rel' } }));
+badConfig('config-bad-command-poweroff', inv({ ...cfg, command: { argv: ['x'], powerOff: 'yes' } }));
+badConfig('config-bad-json', '{"v":1,');
+
+writeFileSync(join(out, 'cases.json'), JSON.stringify(cases, null, 1) + '\n');
+console.log(`wrote ${cases.length} cases to ${out}`);

@@ -1,0 +1,132 @@
+/**
+ * `microagent run [--image REF] [--] CMD [ARGS...]`
+ */
+import { parseArgs, parseDuration, parseKeyValues, parsePositiveInt, UsageError, type FlagSpecs } from '../args.js';
+import { encodeOutput, paint, writeJson, type Output } from '../output.js';
+import { runCommand, type RunResult } from '../../workspace/run.js';
+import { parseMemory } from '../../workspace/profiles.js';
+
+export const RUN_USAGE = 'microagent run [flags] [--image REF] [--] CMD [ARGS...]';
+
+export const RUN_FLAGS: FlagSpecs = {
+  image: { type: 'string', arg: 'REF', help: 'Image to boot (default: the embedded default image)' },
+  env: { type: 'strings', short: 'e', arg: 'KEY=VALUE', help: 'Environment variable for the command (repeatable)' },
+  cwd: { type: 'string', arg: 'PATH', help: 'Working directory in the guest (default /)' },
+  timeout: { type: 'string', arg: 'DURATION', help: 'Kill the command after this long (e.g. 30s, 5m); exit 124' },
+  keep: { type: 'boolean', help: 'Keep the workspace (halted) after the command' },
+  name: { type: 'string', arg: 'NAME', help: 'Workspace name (default: run-<adjective>-<animal>-<hex>)' },
+  cpus: { type: 'string', arg: 'N', help: 'Virtual CPUs (overrides the profile)' },
+  memory: { type: 'string', arg: 'SIZE', help: 'Memory, e.g. 512M or 2G (overrides the profile)' },
+  profile: { type: 'string', arg: 'NAME', help: 'Resource profile: tiny, small (default), medium, large' },
+  label: { type: 'strings', arg: 'KEY=VALUE', help: 'Caller label recorded with the workspace (repeatable)' },
+  stdin: { type: 'boolean', short: 'i', help: "Pass this process's stdin to the command" },
+  accel: { type: 'string', arg: 'auto|kvm|tcg', help: 'Accelerator (default auto; env MICROAGENT_ACCEL)' },
+  'boot-timeout': { type: 'string', arg: 'DURATION', help: 'Give up when the guest is not ready after this long (default 60s)' },
+  json: { type: 'boolean', help: 'Print one JSON document with the result, stdout and stderr' },
+  'state-dir': { type: 'string', arg: 'DIR', help: 'State directory (default ~/.microagent)' },
+};
+
+/** Cap on each stream collected for --json output. */
+const JSON_OUTPUT_LIMIT = 16 * 1024 * 1024;
+
+export async function runMain(argv: string[], out: Output): Promise<number> {
+  const parsed = parseArgs(argv, RUN_FLAGS, { stopAtFirstPositional: true }, RUN_USAGE);
+  const f = parsed.flags;
+  // `run -- CMD`, `run [--image REF] CMD ARGS`, `run IMAGE -- CMD`.
+  let image = f.image as string | undefined;
+  let command: string[];
+  if (parsed.rest !== undefined) {
+    if (parsed.positionals.length > 1) {
+      throw new UsageError('only one image may come before --', `Usage: ${RUN_USAGE}`);
+    }
+    if (parsed.positionals.length === 1) {
+      if (image !== undefined) throw new UsageError('image given twice (--image and before --)');
+      image = parsed.positionals[0];
+    }
+    command = parsed.rest;
+  } else {
+    command = parsed.positionals;
+  }
+  if (command.length === 0) {
+    throw new UsageError('missing the command to run', `Usage: ${RUN_USAGE}`);
+  }
+  const json = out.json || f.json === true;
+  const accel = (f.accel as string | undefined) ?? process.env.MICROAGENT_ACCEL ?? 'auto';
+  if (accel !== 'auto' && accel !== 'kvm' && accel !== 'tcg') {
+    throw new UsageError(`--accel must be auto, kvm or tcg (got "${accel}")`);
+  }
+
+  const stdoutChunks: Buffer[] = [];
+  const stderrChunks: Buffer[] = [];
+  const abort = new AbortController();
+  const onSignal = (): void => abort.abort();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const progress = !json && (out.stderr as NodeJS.WriteStream).isTTY === true;
+  let result: RunResult;
+  try {
+    result = await runCommand({
+      argv: command,
+      ...(image !== undefined ? { image } : {}),
+      ...(f.env ? { env: parseKeyValues(f.env as string[], 'env') } : {}),
+      ...(f.label ? { labels: parseKeyValues(f.label as string[], 'label') } : {}),
+      ...(f.cwd ? { cwd: f.cwd as string } : {}),
+      ...(f.timeout ? { timeoutMs: parseDuration(f.timeout as string, 'timeout') } : {}),
+      ...(f['boot-timeout']
+        ? { bootTimeoutMs: parseDuration(f['boot-timeout'] as string, 'boot-timeout') }
+        : {}),
+      keep: f.keep === true,
+      ...(f.name ? { name: f.name as string } : {}),
+      ...(f.profile ? { profile: f.profile as string } : {}),
+      ...(f.cpus ? { cpus: parsePositiveInt(f.cpus as string, 'cpus', 64) } : {}),
+      ...(f.memory ? { memoryMiB: parseMemory(f.memory as string) } : {}),
+      ...(f['state-dir'] ? { stateDir: f['state-dir'] as string } : {}),
+      accel,
+      ...(f.stdin === true ? { stdin: process.stdin } : {}),
+      ...(json ? { stdoutLimit: JSON_OUTPUT_LIMIT, stderrLimit: JSON_OUTPUT_LIMIT } : {}),
+      onStdout: json ? (c) => stdoutChunks.push(c) : (c) => out.stdout.write(c),
+      onStderr: json ? (c) => stderrChunks.push(c) : (c) => out.stderr.write(c),
+      signal: abort.signal,
+      onProgress: progress
+        ? (e) => {
+            if (e.phase === 'boot') {
+              out.stderr.write(paint(out.stderr, 2, `booting ${e.workspace} (${e.accel})\n`));
+            }
+          }
+        : undefined,
+    });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+
+  if (json) {
+    const stdout = encodeOutput(Buffer.concat(stdoutChunks));
+    const stderr = encodeOutput(Buffer.concat(stderrChunks));
+    writeJson(out, {
+      workspace: result.workspace,
+      status: result.status,
+      exitCode: result.exitCode,
+      ...(result.signal !== undefined ? { signal: result.signal } : {}),
+      ...(result.error ? { error: result.error } : {}),
+      stdout: stdout.text,
+      stdoutEncoding: stdout.encoding,
+      stdoutTruncated: result.stdoutTruncated,
+      stderr: stderr.text,
+      stderrEncoding: stderr.encoding,
+      stderrTruncated: result.stderrTruncated,
+      kept: result.kept,
+      image: result.image,
+      kernel: result.kernel,
+      accel: result.accel,
+      resources: result.resources,
+      timings: result.timings,
+    });
+  } else {
+    if (result.error) out.stderr.write(`microagent: ${result.error.message}\n`);
+    if (result.status === 'timed_out') out.stderr.write('microagent: command timed out\n');
+    if (result.stdoutTruncated) out.stderr.write('microagent: stdout truncated\n');
+    if (result.kept) out.stderr.write(`microagent: kept workspace ${result.workspace}\n`);
+  }
+  return result.exitCode;
+}

@@ -1,0 +1,631 @@
+/**
+ * The per-workspace monitor: a small detached process that owns everything
+ * live for one VM (ARCHITECTURE D3). It
+ *  - listens on mux.sock (QEMU's chardev connects to it), agent.sock (hybrid
+ *    vsock for host clients) and ctl.sock (control: status/stop/kill/…);
+ *  - starts QEMU through vmm-exec (PR_SET_PDEATHSIG: QEMU dies with us);
+ *  - talks QMP (pause/resume, the SHUTDOWN event that says why QEMU exits);
+ *  - enforces the boot timeout, the run deadline and the owner lease;
+ *  - writes monitor.json atomically on every state change and result.json
+ *    when the guest sends its boot command's RESULT;
+ *  - on QEMU's exit fails every pending client with the reason, removes its
+ *    sockets and exits. It never leaves QEMU behind.
+ *
+ * Its log is <run>/monitor.log.
+ */
+import { appendFileSync, closeSync, openSync, readFileSync } from 'node:fs';
+import { rm, unlink } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import type { ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { MicroagentError, toMicroagentError } from '../../errors.js';
+import { readTail } from '../../guest/console.js';
+import { procStat, signalGroup, spawnDetached } from '../../proc/spawn.js';
+import { writeJsonAtomic } from '../../util/fs.js';
+import { Mux, type MuxStream } from './mux.js';
+import { QmpClient, type QmpEvent } from './qmp.js';
+import {
+  CtlRequestSchema,
+  MonitorConfigSchema,
+  runtimeFiles,
+  type CtlRequest,
+  type CtlResponse,
+  type ExitReason,
+  type MonitorConfig,
+  type MonitorState,
+  type RuntimeFiles,
+  type VmState,
+} from './state.js';
+
+const OWNER_POLL_MS = 200;
+/** How long QEMU may take to answer QMP after it was spawned. */
+const QMP_CONNECT_TIMEOUT_MS = 30_000;
+/** Longest CONNECT line / ctl request we read. */
+const MAX_CONNECT_LINE = 64;
+const MAX_CTL_LINE = 64 * 1024;
+/** A client must send its CONNECT/ctl line within this time. */
+const REQUEST_LINE_TIMEOUT_MS = 10_000;
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+type ExitInfo = NonNullable<MonitorState['exit']>;
+
+export class Monitor {
+  private readonly files: RuntimeFiles;
+  private state: MonitorState;
+  private qemu: ChildProcess | undefined;
+  private qmp: QmpClient | undefined;
+  private mux: Mux | undefined;
+  /** Why we are ending the VM (set before we kill it). */
+  private killReason: ExitReason | undefined;
+  private shutdownEvent: string | undefined;
+  private powerOffSent = false;
+  private powerOffPending = false;
+  private stateBeforePause: VmState = 'booting';
+  private exited = false;
+  private readonly servers: Server[] = [];
+  private readonly clients = new Set<Socket>();
+  private readonly readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private readonly exitWaiters: (() => void)[] = [];
+  private readonly timers: NodeJS.Timeout[] = [];
+  private persistChain: Promise<void> = Promise.resolve();
+  private finished!: (code: number) => void;
+  readonly done: Promise<number>;
+
+  constructor(private readonly config: MonitorConfig) {
+    this.files = runtimeFiles(config.runtimeDir);
+    this.state = {
+      v: 1,
+      runtimeId: config.identity.runtimeId,
+      monitorPid: process.pid,
+      state: 'starting',
+      accel: config.accel,
+      accelReason: config.accelReason,
+      startedAt: Date.now(),
+    };
+    this.done = new Promise((resolve) => (this.finished = resolve));
+  }
+
+  /** Reads <run>/monitor-config.json and runs the monitor to its end. */
+  static fromRuntimeDir(runtimeDir: string): Monitor {
+    const raw = JSON.parse(readFileSync(runtimeFiles(runtimeDir).monitorConfig, 'utf8')) as unknown;
+    return new Monitor(MonitorConfigSchema.parse(raw));
+  }
+
+  log(message: string): void {
+    try {
+      appendFileSync(this.files.monitorLog, `${new Date().toISOString()} [${process.pid}] ${message}\n`);
+    } catch {
+      // the runtime dir may be gone (owner_exit removal); nothing else to do
+    }
+  }
+
+  /** Kills QEMU at once, synchronously; for crash paths. */
+  emergencyKill(reason: ExitReason): void {
+    this.killReason ??= reason;
+    if (this.qemu?.pid !== undefined && !this.exited) signalGroup(this.qemu.pid, 'SIGKILL');
+  }
+
+  async start(): Promise<void> {
+    this.log(`monitor starting for ${this.config.identity.runtimeId} (accel ${this.config.accel})`);
+    await this.persist();
+    for (const p of [this.files.muxSocket, this.files.agentSocket, this.files.controlSocket, this.files.qmpSocket]) {
+      await unlink(p).catch(() => {});
+    }
+    await this.listen(this.files.controlSocket, (s) => this.onControl(s), false);
+    await this.listen(this.files.muxSocket, (s) => this.onMuxConnection(s), false);
+    await this.listen(this.files.agentSocket, (s) => this.onAgent(s), true);
+
+    // QEMU's stdout/stderr (its own error messages) go to qemu.log.
+    const logFd = openSync(this.files.qemuLog, 'a', 0o600);
+    let child: ChildProcess;
+    try {
+      child = spawnDetached([this.config.vmmExec, ...this.config.qemuArgv], {
+        stdio: ['ignore', logFd, logFd],
+      });
+    } finally {
+      closeSync(logFd);
+    }
+    this.qemu = child;
+    child.once('error', (err) => {
+      this.log(`cannot start QEMU: ${err.message}`);
+      this.killReason ??= 'vmm_start_failed';
+      void this.onQemuExit(null, null, `cannot start ${this.config.vmmExec}: ${err.message}`);
+    });
+    child.once('exit', (code, signal) => void this.onQemuExit(code, signal));
+    if (child.pid === undefined) return; // 'error' follows
+    this.state.qemuPid = child.pid;
+    this.log(`QEMU started, pid ${child.pid}: ${this.config.qemuArgv.join(' ')}`);
+
+    this.timers.push(
+      setTimeout(() => {
+        if (this.state.readyAt === undefined && !this.exited) {
+          this.log(`no guest HELLO within ${this.config.bootTimeoutMs} ms: killing QEMU`);
+          this.kill('boot_timeout');
+        }
+      }, this.config.bootTimeoutMs),
+    );
+    if (this.config.deadlineAt !== undefined) this.armDeadline(this.config.deadlineAt);
+    if (this.config.owner !== undefined) {
+      const owner = this.config.owner;
+      this.timers.push(
+        setInterval(() => {
+          const st = procStat(owner.pid);
+          if (st === undefined || st.startTime !== owner.startTime || st.state === 'Z') {
+            if (!this.exited && this.killReason === undefined) {
+              this.log(`owner ${owner.pid} is gone: killing QEMU`);
+              this.kill('owner_exit');
+            }
+          }
+        }, OWNER_POLL_MS),
+      );
+    }
+
+    if (this.config.qmp) {
+      try {
+        const qmp = await QmpClient.connect(this.files.qmpSocket, QMP_CONNECT_TIMEOUT_MS, () => !this.exited);
+        if (this.exited) {
+          qmp.close();
+          return;
+        }
+        this.qmp = qmp;
+        qmp.on('event', (e: QmpEvent) => this.onQmpEvent(e));
+      } catch (err) {
+        if (!this.exited) {
+          this.log(`QMP failed: ${(err as Error).message}; killing QEMU`);
+          this.kill('vmm_start_failed');
+        }
+        return;
+      }
+    }
+    if (this.exited) return;
+    this.state.qemuStartedAt = Date.now();
+    if (this.state.state === 'starting') this.state.state = 'booting';
+    this.log(`QEMU is up (${this.state.qemuStartedAt - this.state.startedAt} ms after monitor start)`);
+    await this.persist();
+  }
+
+  private armDeadline(at: number): void {
+    const ms = at - Date.now();
+    const t = setTimeout(
+      () => {
+        if (Date.now() < at) return this.armDeadline(at);
+        if (!this.exited) {
+          this.log('run deadline reached: killing QEMU');
+          this.kill('deadline');
+        }
+      },
+      Math.max(0, Math.min(ms, MAX_TIMER_MS)),
+    );
+    this.timers.push(t);
+  }
+
+  /** SIGKILL to QEMU's process group, remembering why. */
+  kill(reason: ExitReason): void {
+    if (this.exited || this.qemu?.pid === undefined) return;
+    this.killReason ??= reason;
+    signalGroup(this.qemu.pid, 'SIGKILL');
+  }
+
+  private listen(path: string, onConn: (s: Socket) => void, allowHalfOpen: boolean): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const server = createServer({ allowHalfOpen }, (s) => {
+        if (this.exited) {
+          s.destroy();
+          return;
+        }
+        this.clients.add(s);
+        s.once('close', () => this.clients.delete(s));
+        onConn(s);
+      });
+      server.once('error', reject);
+      server.listen(path, () => {
+        server.off('error', reject);
+        server.on('error', (err) => this.log(`server ${path}: ${err.message}`));
+        this.servers.push(server);
+        resolve();
+      });
+    });
+  }
+
+  private async persist(): Promise<void> {
+    const snapshot = structuredClone(this.state);
+    this.persistChain = this.persistChain
+      .then(() => writeJsonAtomic(this.files.monitorState, snapshot))
+      .catch((err: unknown) => this.log(`cannot write monitor.json: ${(err as Error).message}`));
+    return this.persistChain;
+  }
+
+  // ---- mux ----------------------------------------------------------------------
+
+  private onMuxConnection(socket: Socket): void {
+    if (this.mux !== undefined && !this.mux.closed) {
+      this.log('a second connection on mux.sock: refused');
+      socket.destroy();
+      return;
+    }
+    const mux = new Mux(socket);
+    this.mux = mux;
+    this.log('QEMU connected the guest channel');
+    mux.on('hello', (hello) => {
+      this.state.readyAt = Date.now();
+      this.state.guest = { init: hello.init, bootMs: hello.bootMs };
+      if (this.state.state === 'booting' || this.state.state === 'starting') this.state.state = 'ready';
+      else if (this.state.state === 'paused') this.stateBeforePause = 'ready';
+      this.log(`guest ready: init ${hello.init}, ${hello.bootMs} ms after guest boot, ${this.state.readyAt - this.state.startedAt} ms after monitor start`);
+      void this.persist();
+      for (const w of this.readyWaiters.splice(0)) w.resolve();
+      if (this.powerOffPending) this.sendPowerOff();
+    });
+    mux.on('result', (result) => {
+      this.log(`guest result: ${JSON.stringify(result)}`);
+      writeJsonAtomic(join(this.config.workspaceDir, 'result.json'), result).catch((err: unknown) =>
+        this.log(`cannot write result.json: ${(err as Error).message}`),
+      );
+    });
+    mux.on('error', (err: MicroagentError) => {
+      this.log(`guest protocol error: ${err.message}; killing QEMU`);
+      this.kill('guest_protocol');
+    });
+    mux.on('close', (reason: string) => this.log(`guest channel closed: ${reason}`));
+  }
+
+  private sendPowerOff(): void {
+    try {
+      this.mux?.powerOff('stop requested');
+      this.powerOffSent = true;
+      this.powerOffPending = false;
+      this.log('POWEROFF sent');
+    } catch (err) {
+      this.log(`cannot send POWEROFF: ${(err as Error).message}`);
+    }
+  }
+
+  private waitReady(): Promise<void> {
+    if (this.state.readyAt !== undefined && this.mux && !this.mux.closed) return Promise.resolve();
+    if (this.exited) return Promise.reject(this.exitError());
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
+  }
+
+  private exitError(): MicroagentError {
+    const exit = this.state.exit;
+    const reason = exit?.reason ?? 'vmm_error';
+    const before = this.state.readyAt === undefined;
+    return new MicroagentError(
+      before ? 'BOOT_FAILED' : 'VM_EXITED',
+      `${before ? 'boot_failed' : 'vm_exited'} ${reason}${exit?.detail ? `: ${exit.detail}` : ''}`,
+      { data: { reason } },
+    );
+  }
+
+  // ---- agent.sock ---------------------------------------------------------------
+
+  private onAgent(sock: Socket): void {
+    let buf = Buffer.alloc(0);
+    const timer = setTimeout(() => reply('ERR bad_request no CONNECT line within 10 s'), REQUEST_LINE_TIMEOUT_MS);
+    const reply = (line: string): void => {
+      clearTimeout(timer);
+      if (!sock.destroyed) sock.end(line + '\n');
+      setTimeout(() => sock.destroy(), 1000).unref();
+    };
+    const onData = (chunk: Buffer): void => {
+      buf = Buffer.concat([buf, chunk]);
+      const nl = buf.indexOf(0x0a);
+      if (nl < 0) {
+        if (buf.length > MAX_CONNECT_LINE) {
+          sock.off('data', onData);
+          reply('ERR bad_request CONNECT line too long');
+        }
+        return;
+      }
+      sock.off('data', onData);
+      sock.pause(); // pipelined bytes wait in the socket until the stream is open
+      clearTimeout(timer);
+      const line = buf.subarray(0, nl).toString('utf8').replace(/\r$/, '');
+      const leftover = buf.subarray(nl + 1);
+      const m = /^CONNECT ([0-9]{1,10})$/.exec(line);
+      const port = m ? Number(m[1]) : NaN;
+      if (!m || port > 0xffffffff) {
+        reply('ERR bad_request expected "CONNECT <port>"');
+        return;
+      }
+      void this.connectClient(sock, port, leftover).catch((err: unknown) => {
+        const e = toMicroagentError(err);
+        const msg = e.code === 'BOOT_FAILED' || e.code === 'VM_EXITED' ? e.message : `refused ${e.message}`;
+        reply(`ERR ${msg.replace(/\n/g, ' ')}`);
+      });
+    };
+    sock.on('data', onData);
+    sock.on('error', () => {});
+  }
+
+  private async connectClient(sock: Socket, port: number, leftover: Buffer): Promise<void> {
+    await this.waitReady();
+    const mux = this.mux;
+    if (!mux || mux.closed) throw this.exited ? this.exitError() : new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', 'the guest channel is closed');
+    const stream = await mux.openStream(port);
+    if (sock.destroyed) {
+      stream.reset('the host client went away');
+      return;
+    }
+    sock.write(`OK ${stream.id}\n`);
+    this.bridge(sock, stream, leftover);
+  }
+
+  /** Pipes a client socket and a mux stream both ways, with backpressure. */
+  private bridge(sock: Socket, stream: MuxStream, leftover: Buffer): void {
+    stream.on('data', (chunk: Buffer, consumed: () => void) => {
+      if (sock.destroyed || !sock.writable) return consumed();
+      sock.write(chunk, () => consumed());
+    });
+    stream.on('end', () => sock.end());
+    stream.on('reset', () => sock.destroy());
+    sock.on('data', (chunk: Buffer) => {
+      if (!stream.write(chunk)) sock.pause();
+    });
+    stream.on('drain', () => sock.resume());
+    sock.on('end', () => stream.end());
+    sock.on('close', () => stream.reset('the host client closed the connection'));
+    if (leftover.length > 0 && !stream.write(leftover)) return; // 'drain' resumes
+    sock.resume();
+  }
+
+  // ---- ctl.sock -------------------------------------------------------------------
+
+  private onControl(sock: Socket): void {
+    let text = '';
+    sock.setEncoding('utf8');
+    sock.on('error', () => {});
+    const timer = setTimeout(() => sock.destroy(), REQUEST_LINE_TIMEOUT_MS);
+    const onData = (s: string): void => {
+      text += s;
+      const nl = text.indexOf('\n');
+      if (nl < 0 && text.length <= MAX_CTL_LINE) return;
+      sock.off('data', onData);
+      clearTimeout(timer);
+      const respond = (r: CtlResponse): void => {
+        if (!sock.destroyed) sock.end(JSON.stringify(r) + '\n');
+      };
+      let req: CtlRequest;
+      try {
+        if (nl < 0) throw new MicroagentError('INVALID_ARGUMENT', 'control request line too long');
+        req = CtlRequestSchema.parse(JSON.parse(text.slice(0, nl)));
+      } catch (err) {
+        const e = err instanceof MicroagentError ? err : new MicroagentError('INVALID_ARGUMENT', `bad control request: ${(err as Error).message}`);
+        respond({ ok: false, error: e.toJSON() });
+        return;
+      }
+      this.handleControl(req).then(respond, (err: unknown) => respond({ ok: false, error: toMicroagentError(err).toJSON() }));
+    };
+    sock.on('data', onData);
+  }
+
+  private async handleControl(req: CtlRequest): Promise<CtlResponse> {
+    const ok = (extra: { timedOut?: boolean; rttUs?: number } = {}): CtlResponse => ({
+      ok: true,
+      state: structuredClone(this.state),
+      ...extra,
+    });
+    switch (req.cmd) {
+      case 'status':
+        return ok();
+      case 'ping': {
+        if (!this.mux || this.state.readyAt === undefined) {
+          throw new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', `the guest is not ready (state ${this.state.state})`);
+        }
+        return ok({ rttUs: await this.mux.ping() });
+      }
+      case 'wait': {
+        const timedOut = !(await this.waitExit(req.timeoutMs));
+        return ok(timedOut ? { timedOut } : {});
+      }
+      case 'kill':
+        this.log('kill requested');
+        this.kill('killed');
+        await this.waitExit(10_000);
+        return ok();
+      case 'stop': {
+        if (this.exited) return ok();
+        this.log(`stop requested (grace ${req.graceMs} ms)`);
+        if (this.state.state === 'paused') await this.resumeVm();
+        if (this.state.state !== 'stopping') {
+          this.state.state = 'stopping';
+          void this.persist();
+        }
+        if (this.state.readyAt !== undefined && this.mux && !this.mux.closed) this.sendPowerOff();
+        else this.powerOffPending = true; // sent when the guest says HELLO
+        const exited = await this.waitExit(req.graceMs);
+        return ok(exited ? {} : { timedOut: true });
+      }
+      case 'pause': {
+        if (!this.qmp) throw new MicroagentError('INVALID_ARGUMENT', 'this VM has no QMP socket; it cannot be paused', { remediation: 'Start it with QMP enabled.' });
+        if (this.state.state === 'paused') return ok();
+        if (this.state.state !== 'booting' && this.state.state !== 'ready') {
+          throw new MicroagentError('INVALID_ARGUMENT', `cannot pause a VM in state ${this.state.state}`);
+        }
+        await this.qmp.execute('stop');
+        this.stateBeforePause = this.state.state;
+        this.state.state = 'paused';
+        this.log('paused');
+        await this.persist();
+        return ok();
+      }
+      case 'resume': {
+        if (this.state.state !== 'paused') return ok();
+        await this.resumeVm();
+        return ok();
+      }
+    }
+  }
+
+  private async resumeVm(): Promise<void> {
+    if (!this.qmp) return;
+    await this.qmp.execute('cont');
+    this.state.state = this.stateBeforePause;
+    this.log('resumed');
+    await this.persist();
+  }
+
+  /** True when QEMU exited within timeoutMs (forever when undefined). */
+  private waitExit(timeoutMs?: number): Promise<boolean> {
+    if (this.exited && this.state.state === 'exited') return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer =
+        timeoutMs === undefined ? undefined : setTimeout(() => resolve(false), Math.min(timeoutMs, MAX_TIMER_MS));
+      this.exitWaiters.push(() => {
+        if (timer) clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  // ---- QEMU exit ----------------------------------------------------------------------
+
+  private onQmpEvent(e: QmpEvent): void {
+    this.log(`QMP event ${e.event}${e.data ? ' ' + JSON.stringify(e.data) : ''}`);
+    if (e.event === 'SHUTDOWN' && typeof e.data?.reason === 'string') this.shutdownEvent = e.data.reason;
+  }
+
+  private async onQemuExit(code: number | null, signal: NodeJS.Signals | null, detail?: string): Promise<void> {
+    if (this.exited) return;
+    this.exited = true;
+    for (const t of this.timers) clearTimeout(t);
+    // QEMU sends its SHUTDOWN event just before exiting: read QMP to its end
+    // (bounded) so the event is not lost in a race with SIGCHLD.
+    if (this.qmp && !this.qmp.closed) {
+      const qmp = this.qmp;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 500);
+        qmp.once('close', () => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    const reason = await this.exitReason(code, signal);
+    const exit: ExitInfo = { code, signal, reason, at: Date.now() };
+    exit.detail = detail ?? (await this.exitDetail(reason, code, signal));
+    this.state.exit = exit;
+    this.state.state = 'exited';
+    this.log(`QEMU exited (code ${code}, signal ${signal}): ${reason}${exit.detail ? ' — ' + exit.detail : ''}`);
+
+    // monitor.json first: clients that see their stream fail read it to
+    // explain why (agent-client's BOOT_FAILED / VM_EXITED).
+    await this.persist();
+    const err = this.exitError();
+    for (const w of this.readyWaiters.splice(0)) w.reject(err);
+    this.mux?.shutdown(err.message);
+    this.qmp?.close();
+    for (const w of this.exitWaiters.splice(0)) w();
+    await this.finish();
+  }
+
+  private async exitReason(code: number | null, signal: NodeJS.Signals | null): Promise<ExitReason> {
+    if (this.killReason) return this.killReason;
+    if (this.config.qmp && this.state.qemuStartedAt === undefined) return 'vmm_start_failed';
+    switch (this.shutdownEvent) {
+      case 'guest-shutdown':
+        return 'poweroff';
+      case 'guest-reset':
+      case 'guest-panic':
+        return 'guest_panic_or_reset';
+      case 'host-qmp-quit':
+      case 'host-signal':
+      case 'host-ui':
+        return 'killed';
+    }
+    if (signal !== null) return 'killed';
+    if (code !== 0) return 'vmm_error';
+    if (this.powerOffSent) return 'poweroff';
+    // No QMP: tell a panic from a power-off by the console.
+    const tail = await readTail(this.files.serialLog, 60);
+    return /Kernel panic|reboot: Restarting system/.test(tail) ? 'guest_panic_or_reset' : 'poweroff';
+  }
+
+  private async exitDetail(reason: ExitReason, code: number | null, signal: NodeJS.Signals | null): Promise<string | undefined> {
+    switch (reason) {
+      case 'vmm_start_failed':
+      case 'vmm_error': {
+        const qemuErr = (await readTail(this.files.qemuLog, 5)).trim();
+        return `QEMU exited with ${signal ?? `code ${code}`}${qemuErr ? `: ${qemuErr.replace(/\n/g, ' | ')}` : ''}`;
+      }
+      case 'boot_timeout':
+        return `the guest did not say HELLO within ${this.config.bootTimeoutMs} ms`;
+      case 'owner_exit':
+        return `the owner process ${this.config.owner?.pid} went away`;
+      case 'deadline':
+        return 'the run deadline passed';
+      case 'guest_panic_or_reset': {
+        const tail = await readTail(this.files.serialLog, 60);
+        const panic = /Kernel panic[^\n]*/.exec(tail);
+        return panic ? panic[0].trim() : 'the guest reset (panic, reboot or triple fault)';
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  private async finish(): Promise<void> {
+    // Let ctl responses flush, then close everything.
+    await new Promise((r) => setTimeout(r, 50));
+    for (const s of this.servers) s.close();
+    for (const c of this.clients) c.destroy();
+    for (const p of [this.files.muxSocket, this.files.agentSocket, this.files.controlSocket, this.files.qmpSocket]) {
+      await unlink(p).catch(() => {});
+    }
+    if (this.state.exit?.reason === 'owner_exit' && this.config.removeOnOwnerExit) {
+      this.log(`removing workspace ${this.config.workspaceDir} (owner gone)`);
+      await rm(this.config.workspaceDir, { recursive: true, force: true }).catch(() => {});
+    }
+    this.log('monitor exiting');
+    this.finished(0);
+  }
+
+  /** Records a monitor bug as the exit reason (the VM was already killed). */
+  async recordCrash(err: unknown): Promise<void> {
+    this.log(`monitor error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    this.emergencyKill('monitor_error');
+    if (!this.exited) {
+      this.state.state = 'exited';
+      this.state.exit = {
+        code: null,
+        signal: 'SIGKILL',
+        reason: 'monitor_error',
+        detail: err instanceof Error ? err.message : String(err),
+        at: Date.now(),
+      };
+      await this.persist();
+    }
+  }
+}
+
+/** The monitor process's body: returns its exit code. */
+export async function runMonitor(runtimeDir: string): Promise<number> {
+  let monitor: Monitor;
+  try {
+    monitor = Monitor.fromRuntimeDir(runtimeDir);
+  } catch (err) {
+    appendFileSync(
+      join(runtimeDir, 'monitor.log'),
+      `${new Date().toISOString()} [${process.pid}] bad monitor config: ${(err as Error).message}\n`,
+    );
+    return 2;
+  }
+  const crash = (err: unknown): void => {
+    void monitor.recordCrash(err).finally(() => process.exit(70));
+  };
+  process.on('uncaughtException', crash);
+  process.on('unhandledRejection', crash);
+  for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+    process.on(sig, () => {
+      monitor.log(`${sig} received: killing QEMU`);
+      monitor.kill('killed');
+    });
+  }
+  process.on('exit', () => monitor.emergencyKill('monitor_error'));
+  try {
+    await monitor.start();
+  } catch (err) {
+    crash(err);
+  }
+  return monitor.done;
+}

@@ -1,0 +1,335 @@
+/**
+ * The QEMU supervisor's commands (docs/supervisor-protocol.md). main.ts reads
+ * the request from stdin and writes what handleRequest returns to stdout.
+ *
+ * `start` validates the request, chooses the accelerator, builds the QEMU
+ * argv, writes <run>/monitor-config.json and spawns the monitor detached;
+ * it answers once the monitor reports QEMU up (QMP answered) or failed.
+ * Every other command talks to the monitor over ctl.sock; when the monitor
+ * is gone, status is reconciled from monitor.json and pid liveness, and an
+ * orphan QEMU (should PR_SET_PDEATHSIG ever have missed) is killed.
+ */
+import { closeSync, constants, openSync } from 'node:fs';
+import { access, mkdir, readFile, stat, unlink } from 'node:fs/promises';
+import { delimiter, join } from 'node:path';
+import { ZodError } from 'zod';
+import { MicroagentError, toMicroagentError } from '../../errors.js';
+import { readTail } from '../../guest/console.js';
+import { BUILD, MAX_SOCKET_PATH } from '../../paths.js';
+import { isAlive, signalGroup, sleep, spawnDetached } from '../../proc/spawn.js';
+import { writeJsonAtomic } from '../../util/fs.js';
+import {
+  SupervisorExit,
+  SupervisorRequestSchema,
+  type StartResult,
+  type StatusResult,
+  type SupervisorRequest,
+  type SupervisorResponse,
+} from '../../vmkit/schema.js';
+import { chooseAccel } from './accel.js';
+import { ctlRequest, isUnreachable } from './ctl-client.js';
+import { buildQemuArgs } from './qemu-args.js';
+import {
+  MonitorStateSchema,
+  runtimeFiles,
+  type MonitorConfig,
+  type MonitorState,
+  type RuntimeFiles,
+} from './state.js';
+
+/** How long `start` waits for the monitor to report QEMU up or failed. */
+const START_TIMEOUT_MS = 40_000;
+const CTL_TIMEOUT_MS = 15_000;
+
+export interface SupervisorOutcome {
+  response: SupervisorResponse;
+  exitCode: number;
+}
+
+/** Validates and runs one request; never throws. */
+export async function handleRequest(raw: unknown): Promise<SupervisorOutcome> {
+  let req: SupervisorRequest;
+  try {
+    req = SupervisorRequestSchema.parse(raw);
+  } catch (err) {
+    const e = new MicroagentError('INVALID_ARGUMENT', `invalid supervisor request: ${zodMessage(err)}`, { cause: err });
+    return { response: { ok: false, error: e.toJSON() }, exitCode: SupervisorExit.BAD_REQUEST };
+  }
+  try {
+    if (req.identity.backend !== 'qemu') {
+      throw new MicroagentError('INVALID_ARGUMENT', `this is the qemu supervisor; identity.backend is ${req.identity.backend}`);
+    }
+    const response = await dispatch(req);
+    return { response, exitCode: SupervisorExit.OK };
+  } catch (err) {
+    return { response: { ok: false, error: toMicroagentError(err).toJSON() }, exitCode: SupervisorExit.FAILED };
+  }
+}
+
+function zodMessage(err: unknown): string {
+  if (err instanceof ZodError) {
+    return err.issues.map((i) => `${i.path.join('.') || '(request)'}: ${i.message}`).join('; ');
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+async function dispatch(req: SupervisorRequest): Promise<SupervisorResponse> {
+  switch (req.command) {
+    case 'start':
+      return start(req);
+    case 'status':
+      return viaMonitor(req.command, req.runtimeDir, { cmd: 'status' }, CTL_TIMEOUT_MS);
+    case 'stop':
+      return viaMonitor(req.command, req.runtimeDir, { cmd: 'stop', graceMs: req.graceMs }, req.graceMs + CTL_TIMEOUT_MS);
+    case 'kill':
+      return viaMonitor(req.command, req.runtimeDir, { cmd: 'kill' }, CTL_TIMEOUT_MS);
+    case 'wait':
+      return viaMonitor(
+        req.command,
+        req.runtimeDir,
+        { cmd: 'wait', ...(req.timeoutMs !== undefined ? { timeoutMs: req.timeoutMs } : {}) },
+        (req.timeoutMs ?? 86_400_000) + CTL_TIMEOUT_MS,
+      );
+    case 'pause':
+    case 'resume':
+      return viaMonitor(req.command, req.runtimeDir, { cmd: req.command }, CTL_TIMEOUT_MS);
+  }
+}
+
+type CtlCommand = 'status' | 'stop' | 'kill' | 'wait' | 'pause' | 'resume';
+
+async function viaMonitor(
+  command: CtlCommand,
+  runtimeDir: string,
+  ctl: Parameters<typeof ctlRequest>[1],
+  timeoutMs: number,
+): Promise<StatusResult> {
+  const files = runtimeFiles(runtimeDir);
+  try {
+    const r = await ctlRequest(files.controlSocket, ctl, timeoutMs);
+    return { ok: true, command, status: r.state, ...(r.timedOut ? { timedOut: true } : {}) };
+  } catch (err) {
+    if (!isUnreachable(err)) throw err;
+  }
+  const status = await reconcile(files);
+  if ((command === 'pause' || command === 'resume') && status?.state !== 'paused' && status?.state !== 'ready') {
+    throw new MicroagentError('VM_NOT_RUNNING', `cannot ${command}: the VM is ${status ? status.state : 'not started'}`, {
+      data: { status },
+    });
+  }
+  return { ok: true, command, status, reconciled: true };
+}
+
+/** Reads monitor.json; undefined when missing, STATE_CORRUPT when unreadable. */
+export async function readMonitorState(files: RuntimeFiles): Promise<MonitorState | undefined> {
+  let text: string;
+  try {
+    text = await readFile(files.monitorState, 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    return MonitorStateSchema.parse(JSON.parse(text));
+  } catch (err) {
+    throw new MicroagentError('STATE_CORRUPT', `${files.monitorState} is not a valid monitor state: ${zodMessage(err)}`, {
+      cause: err,
+    });
+  }
+}
+
+/**
+ * The status when the monitor does not answer: monitor.json, corrected by
+ * pid liveness. A dead monitor with a non-exited state is recorded as
+ * exited/monitor_lost (and its QEMU killed if it somehow survived).
+ */
+async function reconcile(files: RuntimeFiles): Promise<MonitorState | null> {
+  const st = await readMonitorState(files);
+  if (!st) return null;
+  if (st.state === 'exited') return st;
+  if (isAlive(st.monitorPid) && (await isOurProcess(st.monitorPid, files.dir))) return st; // still starting up
+  let detail = `the monitor (pid ${st.monitorPid}) is gone`;
+  if (st.qemuPid !== undefined && isAlive(st.qemuPid) && (await isOurProcess(st.qemuPid, files.dir))) {
+    signalGroup(st.qemuPid, 'SIGKILL');
+    for (let i = 0; i < 250 && isAlive(st.qemuPid); i++) await sleep(20);
+    detail += `; its orphan QEMU (pid ${st.qemuPid}) was killed`;
+  }
+  const next: MonitorState = {
+    ...st,
+    state: 'exited',
+    exit: { code: null, signal: null, reason: 'monitor_lost', detail, at: Date.now() },
+  };
+  await writeJsonAtomic(files.monitorState, next).catch(() => {});
+  for (const p of [files.muxSocket, files.agentSocket, files.controlSocket, files.qmpSocket]) await unlink(p).catch(() => {});
+  return next;
+}
+
+/** True when pid's command line mentions the runtime dir (guards against pid reuse). */
+async function isOurProcess(pid: number, runtimeDir: string): Promise<boolean> {
+  try {
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8');
+    return cmdline.includes(runtimeDir);
+  } catch {
+    return false;
+  }
+}
+
+// ---- start --------------------------------------------------------------------
+
+async function start(req: Extract<SupervisorRequest, { command: 'start' }>): Promise<StartResult> {
+  const c = req.config;
+  const files = runtimeFiles(c.runtimeDir);
+  for (const p of [files.muxSocket, files.agentSocket, files.controlSocket, files.qmpSocket]) {
+    if (Buffer.byteLength(p) > MAX_SOCKET_PATH) {
+      throw new MicroagentError('STATE_DIR_INVALID', `socket path ${p} is longer than ${MAX_SOCKET_PATH} bytes`);
+    }
+  }
+  await mustExist(c.kernel.path, 'kernel');
+  if (c.kernel.initramfs !== undefined) await mustExist(c.kernel.initramfs, 'initramfs');
+  for (const d of c.disks) await mustExist(d.path, `disk ${d.serial}`);
+  const serials = new Set(c.disks.map((d) => d.serial));
+  if (serials.size !== c.disks.length) throw new MicroagentError('INVALID_ARGUMENT', 'two disks have the same serial');
+  const qemuBinary = await resolveProgram(c.qemuBinary ?? process.env.MICROAGENT_QEMU ?? 'qemu-system-x86_64');
+  try {
+    await access(BUILD.vmmExec, constants.X_OK);
+  } catch {
+    throw new MicroagentError('HOST_TOOL_MISSING', `${BUILD.vmmExec} is missing`, {
+      remediation: 'Build it with `npm run build` (or `make build/vmm-exec`) in the microagent checkout.',
+    });
+  }
+
+  await mkdir(c.workspaceDir, { recursive: true, mode: 0o700 });
+  await mkdir(c.runtimeDir, { recursive: true, mode: 0o700 });
+  const previous = await readMonitorState(files).catch(() => undefined);
+  if (previous && previous.state !== 'exited' && isAlive(previous.monitorPid) && (await isOurProcess(previous.monitorPid, c.runtimeDir))) {
+    throw new MicroagentError('VM_RUNNING', `a monitor (pid ${previous.monitorPid}) already runs this VM (${previous.state})`);
+  }
+  // One runtime folder = one boot: clear the previous boot's files.
+  for (const f of Object.values(files)) {
+    if (f !== files.dir) await unlink(f).catch(() => {});
+  }
+
+  let accel;
+  try {
+    accel = chooseAccel(c.accel);
+  } catch (err) {
+    throw new MicroagentError('INVALID_ARGUMENT', (err as Error).message);
+  }
+  if (accel.accel === 'tcg' && accel.tscKhz === undefined) {
+    throw new MicroagentError('INTERNAL', 'cannot read the host TSC frequency from /proc/cpuinfo (needed under TCG)');
+  }
+  const argv = buildQemuArgs({
+    qemuBinary,
+    accel: accel.accel,
+    ...(accel.tscKhz !== undefined ? { tscKhz: accel.tscKhz } : {}),
+    cpus: c.cpus,
+    memoryMiB: c.memoryMiB,
+    kernel: c.kernel.path,
+    ...(c.kernel.initramfs !== undefined ? { initramfs: c.kernel.initramfs } : {}),
+    ...(c.kernel.cmdline !== undefined ? { cmdline: c.kernel.cmdline } : {}),
+    disks: c.disks,
+    serialLog: files.serialLog,
+    muxSocket: files.muxSocket,
+    qmpSocket: files.qmpSocket,
+    pidFile: files.qemuPid,
+  });
+  const monitorConfig: MonitorConfig = {
+    v: 1,
+    identity: req.identity,
+    runtimeDir: c.runtimeDir,
+    workspaceDir: c.workspaceDir,
+    vmmExec: BUILD.vmmExec,
+    qemuArgv: argv,
+    qmp: true,
+    accel: accel.accel,
+    accelReason: accel.reason,
+    bootTimeoutMs: c.bootTimeoutMs,
+    ...(c.deadlineMs !== undefined ? { deadlineAt: Date.now() + c.deadlineMs } : {}),
+    ...(c.owner !== undefined ? { owner: c.owner } : {}),
+    removeOnOwnerExit: c.removeOnOwnerExit,
+  };
+  await writeJsonAtomic(files.monitorConfig, monitorConfig);
+
+  const logFd = openSync(files.monitorLog, 'a', 0o600);
+  let monitorPid: number | undefined;
+  try {
+    const child = spawnDetached([process.execPath, BUILD.qemuMonitor, c.runtimeDir], {
+      stdio: ['ignore', logFd, logFd],
+    });
+    child.on('error', () => {});
+    child.unref();
+    monitorPid = child.pid;
+  } finally {
+    closeSync(logFd);
+  }
+  if (monitorPid === undefined) throw new MicroagentError('VMM_START_FAILED', 'cannot spawn the monitor process');
+
+  const status = await waitStarted(files, monitorPid);
+  if (status.state === 'exited' || status.qemuPid === undefined) {
+    const serial = await readTail(files.serialLog, 40);
+    throw new MicroagentError(
+      'VMM_START_FAILED',
+      `QEMU did not start: ${status.exit?.detail ?? status.exit?.reason ?? 'unknown reason'}${serial ? `\n--- serial console (last lines) ---\n${serial}` : ''}`,
+      { data: { status, consoleTail: serial, qemuLog: await readTail(files.qemuLog, 20) } },
+    );
+  }
+  return {
+    ok: true,
+    command: 'start',
+    runtimeDir: c.runtimeDir,
+    monitorPid,
+    qemuPid: status.qemuPid,
+    accel: accel.accel,
+    accelReason: accel.reason,
+    ...(accel.tscKhz !== undefined ? { tscKhz: accel.tscKhz } : {}),
+    status,
+  };
+}
+
+/** Polls monitor.json until QEMU is up or gone, or the monitor died. */
+async function waitStarted(files: RuntimeFiles, monitorPid: number): Promise<MonitorState> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  for (;;) {
+    const st = await readMonitorState(files).catch(() => undefined);
+    if (st && st.monitorPid === monitorPid && st.state !== 'starting') return st;
+    if (!isAlive(monitorPid)) {
+      const again = await readMonitorState(files).catch(() => undefined);
+      if (again && again.monitorPid === monitorPid && again.state !== 'starting') return again;
+      const log = await readTail(files.monitorLog, 20);
+      throw new MicroagentError('VMM_START_FAILED', `the monitor exited before QEMU started${log ? `:\n${log}` : ''}`, {
+        data: { monitorLog: log },
+      });
+    }
+    if (Date.now() > deadline) {
+      signalGroup(monitorPid, 'SIGTERM'); // its handler kills QEMU
+      throw new MicroagentError('VMM_START_FAILED', `QEMU did not start within ${START_TIMEOUT_MS} ms`, {
+        data: { monitorLog: await readTail(files.monitorLog, 20) },
+      });
+    }
+    await sleep(10);
+  }
+}
+
+async function mustExist(path: string, what: string): Promise<void> {
+  try {
+    const s = await stat(path);
+    if (!s.isFile() && !s.isBlockDevice()) throw new Error('not a file');
+  } catch {
+    throw new MicroagentError('INVALID_ARGUMENT', `the ${what} ${path} does not exist or is not a file`);
+  }
+}
+
+/** An absolute path for a program name (vmm-exec uses execv: no PATH search). */
+async function resolveProgram(name: string): Promise<string> {
+  const candidates = name.includes('/') ? [name] : (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, name));
+  for (const p of candidates) {
+    try {
+      await access(p, constants.X_OK);
+      return p;
+    } catch {
+      // next
+    }
+  }
+  throw new MicroagentError('HOST_TOOL_MISSING', `${name} is not installed or not on PATH`, {
+    remediation: 'Install it with `apt-get install qemu-system-x86` or run `npm run setup`.',
+  });
+}

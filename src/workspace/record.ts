@@ -1,0 +1,113 @@
+/**
+ * The durable record of one workspace (workspace.json) and its event log
+ * (events.jsonl). Records are written atomically; a record of an unknown
+ * version is refused, never rewritten.
+ */
+import { appendFile, readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { MicroagentError } from '../errors.js';
+import type { WorkspacePaths } from '../paths.js';
+import { writeJsonAtomic } from '../util/fs.js';
+
+export const WORKSPACE_STATES = [
+  'prepared',
+  'starting',
+  'running',
+  'paused',
+  'stopping',
+  'halted',
+  'stopped',
+  'failed',
+] as const;
+export const WorkspaceStateSchema = z.enum(WORKSPACE_STATES);
+export type WorkspaceState = z.infer<typeof WorkspaceStateSchema>;
+
+export const IdentitySchema = z
+  .object({
+    requestId: z.string().min(1),
+    runtimeId: z.string().min(1),
+    role: z.string().min(1),
+    backend: z.string().min(1),
+    labels: z.record(z.string(), z.string()),
+  })
+  .strict();
+export type Identity = z.infer<typeof IdentitySchema>;
+
+export const WorkspaceRecordSchema = z
+  .object({
+    v: z.literal(1),
+    name: z.string(),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+    state: WorkspaceStateSchema,
+    stateDetail: z.string().optional(),
+    ephemeral: z.boolean(),
+    identity: IdentitySchema,
+    image: z
+      .object({
+        ref: z.string(),
+        key: z.string(),
+        baseline: z.string(),
+        initSha256: z.string(),
+      })
+      .strict(),
+    kernel: z
+      .object({
+        id: z.string(),
+        version: z.string(),
+        kernelSha256: z.string(),
+        initramfsSha256: z.string(),
+      })
+      .strict(),
+    resources: z
+      .object({ profile: z.string(), cpus: z.number().int(), memoryMiB: z.number().int() })
+      .strict(),
+    env: z.record(z.string(), z.string()),
+  })
+  .strict();
+export type WorkspaceRecord = z.infer<typeof WorkspaceRecordSchema>;
+
+export async function writeRecord(ws: WorkspacePaths, record: WorkspaceRecord): Promise<void> {
+  await writeJsonAtomic(ws.record, WorkspaceRecordSchema.parse(record));
+}
+
+export async function readRecord(ws: WorkspacePaths, name: string): Promise<WorkspaceRecord> {
+  let text: string;
+  try {
+    text = await readFile(ws.record, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new MicroagentError('WORKSPACE_NOT_FOUND', `workspace ${name} not found`, {
+        data: { name },
+      });
+    }
+    throw err;
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new MicroagentError('STATE_CORRUPT', `${ws.record} is not valid JSON`, { cause: err });
+  }
+  const parsed = WorkspaceRecordSchema.safeParse(value);
+  if (!parsed.success) {
+    throw new MicroagentError(
+      'STATE_CORRUPT',
+      `${ws.record} does not match the workspace record format: ${parsed.error.issues[0]?.message ?? ''}`,
+      { remediation: 'It may come from a newer microagent; upgrade, or delete the workspace.' },
+    );
+  }
+  return parsed.data;
+}
+
+export interface WorkspaceEvent {
+  at: string;
+  state: WorkspaceState;
+  detail?: string;
+  identity: Identity;
+}
+
+/** Appends one JSON line to the workspace's event log. */
+export async function appendEvent(ws: WorkspacePaths, event: WorkspaceEvent): Promise<void> {
+  await appendFile(ws.events, JSON.stringify(event) + '\n', { mode: 0o600 });
+}

@@ -1,0 +1,236 @@
+/**
+ * `run`: boot a workspace on an image, run one command in it, stream its
+ * output, and tear everything down (or keep the workspace halted with
+ * `keep`). Nothing is left behind on failure, and the per-workspace monitor
+ * tears the VM down by itself if this process dies (owner lease).
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { MicroagentError, toMicroagentError } from '../errors.js';
+import { execInGuest } from '../guest/exec-client.js';
+import type { ExecExit } from '../guest/protocol.js';
+import { StatePaths } from '../paths.js';
+import { ensurePrivateDir } from '../util/fs.js';
+import { generateRunName, validateWorkspaceName } from './names.js';
+import { resolveResources, type Resources } from './profiles.js';
+import { appendEvent, writeRecord, type Identity, type WorkspaceRecord } from './record.js';
+import { prepareBoot, startVm, stopVm, killVm, type BootPlan } from './vm.js';
+
+export interface RunOptions {
+  stateDir?: string;
+  /** Image reference; only the embedded default image exists so far. */
+  image?: string;
+  argv: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Kill the guest command's process group after this long; status timed_out. */
+  timeoutMs?: number;
+  /** Keep the workspace (halted) after the command instead of deleting it. */
+  keep?: boolean;
+  name?: string;
+  profile?: string;
+  cpus?: number;
+  memoryMiB?: number;
+  labels?: Record<string, string>;
+  accel?: 'auto' | 'kvm' | 'tcg';
+  bootTimeoutMs?: number;
+  stdoutLimit?: number;
+  stderrLimit?: number;
+  /** Fed to the guest command's stdin when given. */
+  stdin?: Readable;
+  onStdout?: (chunk: Buffer) => void;
+  onStderr?: (chunk: Buffer) => void;
+  onProgress?: (event: RunProgress) => void;
+  /** Aborting forwards SIGTERM (then SIGKILL) to the guest command. */
+  signal?: AbortSignal;
+}
+
+export type RunProgress =
+  | { phase: 'prepare'; detail: string }
+  | { phase: 'boot'; workspace: string; accel: string; accelReason: string }
+  | { phase: 'ready'; workspace: string; bootMs: number }
+  | { phase: 'teardown'; workspace: string };
+
+export interface RunResult {
+  workspace: string;
+  status: ExecExit['status'];
+  exitCode: number;
+  signal?: number;
+  stdoutBytes: number;
+  stderrBytes: number;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  error?: { code: string; message: string };
+  kept: boolean;
+  image: { ref: string; key: string };
+  kernel: { id: string; version: string };
+  accel: { name: string; reason: string };
+  resources: Resources;
+  timings: { prepareMs: number; bootMs: number; execMs: number; teardownMs: number; totalMs: number };
+}
+
+export const DEFAULT_BOOT_TIMEOUT_MS = 60_000;
+
+/** Boots a workspace, runs argv in it, tears it down. See RunOptions. */
+export async function runCommand(options: RunOptions): Promise<RunResult> {
+  const t0 = performance.now();
+  if (options.argv.length === 0 || options.argv[0] === '') {
+    throw new MicroagentError('USAGE', 'run needs a command to execute', {
+      remediation: 'Usage: microagent run [--image REF] [--] CMD [ARGS...]',
+    });
+  }
+  const imageRef = options.image ?? 'default';
+  if (imageRef !== 'default') {
+    throw new MicroagentError('INVALID_ARGUMENT', `cannot use image "${imageRef}" yet`, {
+      remediation:
+        'Only the embedded default image is available in this build; omit --image to use it.',
+    });
+  }
+  const resources = resolveResources(options);
+  const paths = new StatePaths(options.stateDir);
+  const name = options.name === undefined ? generateRunName() : validateWorkspaceName(options.name);
+  const ws = paths.workspace(name);
+  ws.checkSocketPaths();
+  await ensurePrivateDir(paths.workspaces);
+  try {
+    await mkdir(ws.dir, { mode: 0o700 }); // not recursive: fails if the name is taken
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new MicroagentError('WORKSPACE_EXISTS', `workspace ${name} already exists`, {
+        data: { name },
+      });
+    }
+    throw err;
+  }
+
+  const identity: Identity = {
+    requestId: `req-${Date.now().toString(36)}-${process.pid}`,
+    runtimeId: name,
+    role: 'workload',
+    backend: 'qemu',
+    labels: options.labels ?? {},
+  };
+  const keep = options.keep === true;
+  let started = false;
+  let plan: BootPlan | undefined;
+  try {
+    options.onProgress?.({ phase: 'prepare', detail: 'kernel and image' });
+    plan = await prepareBoot(paths, ws, {
+      name,
+      imageRef,
+      env: options.env ?? {},
+      resources,
+    });
+    const now = new Date().toISOString();
+    const record: WorkspaceRecord = {
+      v: 1,
+      name,
+      createdAt: now,
+      updatedAt: now,
+      state: 'starting',
+      ephemeral: !keep,
+      identity,
+      image: plan.imageRecord,
+      kernel: plan.kernelRecord,
+      resources,
+      env: options.env ?? {},
+    };
+    await writeRecord(ws, record);
+    await appendEvent(ws, { at: now, state: 'starting', identity });
+    const tPrepared = performance.now();
+
+    const vm = await startVm(paths, ws, plan, {
+      identity,
+      accel: options.accel ?? 'auto',
+      bootTimeoutMs: options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS,
+      // The monitor kills the VM (and deletes a throwaway workspace) when
+      // this process dies, so even SIGKILL of the CLI leaves nothing behind.
+      ownerLease: true,
+      removeOnOwnerExit: !keep,
+    });
+    started = true;
+    options.onProgress?.({
+      phase: 'boot',
+      workspace: name,
+      accel: vm.accel,
+      accelReason: vm.accelReason,
+    });
+
+    let tReady = 0;
+    const exit = await execInGuest(
+      ws.agentSocket,
+      {
+        argv: options.argv,
+        ...(options.env && Object.keys(options.env).length > 0 ? { env: options.env } : {}),
+        ...(options.cwd ? { cwd: options.cwd } : {}),
+        stdin: options.stdin !== undefined,
+        ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
+        ...(options.stdoutLimit !== undefined ? { stdoutLimit: options.stdoutLimit } : {}),
+        ...(options.stderrLimit !== undefined ? { stderrLimit: options.stderrLimit } : {}),
+      },
+      {
+        onStdout: options.onStdout ?? (() => {}),
+        onStderr: options.onStderr ?? (() => {}),
+        ...(options.stdin ? { stdin: options.stdin } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+        connectTimeoutMs: (options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS) + 5_000,
+        onConnected: () => {
+          tReady = performance.now();
+          options.onProgress?.({
+            phase: 'ready',
+            workspace: name,
+            bootMs: Math.round(tReady - tPrepared),
+          });
+        },
+      },
+    );
+    const tExec = performance.now();
+
+    options.onProgress?.({ phase: 'teardown', workspace: name });
+    await stopVm(paths, ws, identity);
+    started = false;
+    if (keep) {
+      const at = new Date().toISOString();
+      await writeRecord(ws, { ...record, state: 'halted', updatedAt: at });
+      await appendEvent(ws, { at, state: 'halted', detail: 'run finished', identity });
+    } else {
+      await rm(ws.dir, { recursive: true, force: true });
+    }
+    const tEnd = performance.now();
+    return {
+      workspace: name,
+      status: exit.status,
+      exitCode: exit.exitCode,
+      ...(exit.signal !== undefined ? { signal: exit.signal } : {}),
+      stdoutBytes: exit.stdoutBytes,
+      stderrBytes: exit.stderrBytes,
+      stdoutTruncated: exit.stdoutTruncated,
+      stderrTruncated: exit.stderrTruncated,
+      ...(exit.error ? { error: exit.error } : {}),
+      kept: keep,
+      image: { ref: imageRef, key: plan.imageRecord.key },
+      kernel: { id: plan.kernelRecord.id, version: plan.kernelRecord.version },
+      accel: { name: vm.accel, reason: vm.accelReason },
+      resources,
+      timings: {
+        prepareMs: Math.round(tPrepared - t0),
+        bootMs: Math.round((tReady || tExec) - tPrepared),
+        execMs: Math.round(tExec - (tReady || tExec)),
+        teardownMs: Math.round(tEnd - tExec),
+        totalMs: Math.round(tEnd - t0),
+      },
+    };
+  } catch (err) {
+    const error = toMicroagentError(err);
+    if (started) await killVm(paths, ws, identity).catch(() => undefined);
+    if (keep && plan) {
+      const at = new Date().toISOString();
+      await appendEvent(ws, { at, state: 'failed', detail: error.message, identity }).catch(
+        () => undefined,
+      );
+    } else {
+      await rm(ws.dir, { recursive: true, force: true }).catch(() => undefined);
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * The seam between workspaces and the backend: turns a workspace into a boot
+ * plan (verified kernel, image baseline, private overlay, config disk) and
+ * drives the supervisor executable to start, stop and kill its VM.
+ */
+import { ensureDefaultImage } from '../image/default-image.js';
+import { prepareBootKernel } from '../kernel/index.js';
+import { BUILD, type StatePaths, type WorkspacePaths } from '../paths.js';
+import { procStat } from '../proc/spawn.js';
+import { createOverlay, writeConfigDisk } from '../rootfs/disks.js';
+import { callSupervisor } from '../vmkit/client.js';
+import type { SupervisorRequest } from '../vmkit/schema.js';
+import { MicroagentError } from '../errors.js';
+import { hostnameFor } from './names.js';
+import type { Resources } from './profiles.js';
+import type { Identity, WorkspaceRecord } from './record.js';
+
+export interface BootPlan {
+  kernelPath: string;
+  initramfsPath: string;
+  imageRecord: WorkspaceRecord['image'];
+  kernelRecord: WorkspaceRecord['kernel'];
+  resources: Resources;
+}
+
+/** Verifies the kernel, builds the image if needed, and writes the workspace's disks. */
+export async function prepareBoot(
+  paths: StatePaths,
+  ws: WorkspacePaths,
+  options: { name: string; imageRef: string; env: Record<string, string>; resources: Resources },
+): Promise<BootPlan> {
+  const [kernel, image] = await Promise.all([
+    prepareBootKernel(paths, { autoInstall: true }),
+    ensureDefaultImage(paths),
+  ]);
+  await Promise.all([
+    createOverlay(image.path, ws.disk),
+    writeConfigDisk(ws.configDisk, {
+      v: 1,
+      workspace: options.name,
+      hostname: hostnameFor(options.name),
+      ...(Object.keys(options.env).length > 0 ? { env: options.env } : {}),
+    }),
+  ]);
+  return {
+    kernelPath: kernel.kernelPath,
+    initramfsPath: kernel.initramfsPath,
+    imageRecord: {
+      ref: options.imageRef,
+      key: image.key,
+      baseline: image.path,
+      initSha256: image.initSha256,
+    },
+    kernelRecord: {
+      id: kernel.id,
+      version: kernel.version,
+      kernelSha256: kernel.sha256.kernel,
+      initramfsSha256: kernel.sha256.initramfs,
+    },
+    resources: options.resources,
+  };
+}
+
+export interface StartedVm {
+  accel: string;
+  accelReason: string;
+  monitorPid: number;
+  qemuPid: number;
+}
+
+export interface StartOptions {
+  identity: Identity;
+  accel: 'auto' | 'kvm' | 'tcg';
+  bootTimeoutMs: number;
+  ownerLease: boolean;
+  removeOnOwnerExit: boolean;
+}
+
+/** The supervisor executable: pinned to this build, overridable for other backends. */
+export function supervisorPath(): string {
+  return process.env.MICROAGENT_QEMU_SUPERVISOR || BUILD.qemuSupervisor;
+}
+
+function supervisorIdentity(identity: Identity): SupervisorRequest['identity'] {
+  return { ...identity };
+}
+
+export async function startVm(
+  _paths: StatePaths,
+  ws: WorkspacePaths,
+  plan: BootPlan,
+  options: StartOptions,
+): Promise<StartedVm> {
+  const owner = options.ownerLease ? procStat(process.pid) : undefined;
+  const response = await callSupervisor(
+    supervisorPath(),
+    {
+      v: 1,
+      command: 'start',
+      identity: supervisorIdentity(options.identity),
+      config: {
+        runtimeDir: ws.runtime,
+        workspaceDir: ws.dir,
+        kernel: { path: plan.kernelPath, initramfs: plan.initramfsPath },
+        disks: [
+          { path: ws.disk, format: 'qcow2', readOnly: false, serial: 'ma-root' },
+          { path: ws.configDisk, format: 'raw', readOnly: true, serial: 'ma-config' },
+        ],
+        cpus: plan.resources.cpus,
+        memoryMiB: plan.resources.memoryMiB,
+        accel: options.accel,
+        bootTimeoutMs: options.bootTimeoutMs,
+        ...(owner ? { owner: { pid: process.pid, startTime: owner.startTime } } : {}),
+        removeOnOwnerExit: options.removeOnOwnerExit,
+      },
+    },
+    { timeoutMs: 30_000 },
+  );
+  if (!response.ok) {
+    throw new MicroagentError('VMM_START_FAILED', 'the supervisor did not start the VM');
+  }
+  return {
+    accel: String(response.accel ?? 'unknown'),
+    accelReason: String(response.accelReason ?? ''),
+    monitorPid: Number(response.monitorPid ?? 0),
+    qemuPid: Number(response.qemuPid ?? 0),
+  };
+}
+
+/** Clean power-off; escalates to kill when the guest does not stop in time. */
+export async function stopVm(
+  _paths: StatePaths,
+  ws: WorkspacePaths,
+  identity: Identity,
+): Promise<void> {
+  const response = await callSupervisor(
+    supervisorPath(),
+    {
+      v: 1,
+      command: 'stop',
+      identity: supervisorIdentity(identity),
+      config: { runtimeDir: ws.runtime, workspaceDir: ws.dir, graceMs: 5000 },
+    },
+    { timeoutMs: 20_000 },
+  );
+  if (!response.ok || response.timedOut === true) await killVm(_paths, ws, identity);
+}
+
+export async function killVm(
+  _paths: StatePaths,
+  ws: WorkspacePaths,
+  identity: Identity,
+): Promise<void> {
+  await callSupervisor(
+    supervisorPath(),
+    {
+      v: 1,
+      command: 'kill',
+      identity: supervisorIdentity(identity),
+      config: { runtimeDir: ws.runtime, workspaceDir: ws.dir },
+    },
+    { timeoutMs: 20_000 },
+  );
+}

@@ -1,0 +1,199 @@
+/**
+ * `microagent run` end to end: real CLI, real QEMU, real kernel, real guest
+ * init. Every test checks that no process is left behind.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { cp, readdir, rm, writeFile, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import {
+  cli,
+  collect,
+  E2E_STATE_DIR,
+  killProcessesMentioning,
+  processesMentioning,
+  startCli,
+  tempDir,
+  waitNoProcesses,
+} from '../helpers.js';
+
+async function noLeftovers(stateDir = E2E_STATE_DIR): Promise<void> {
+  const left = await waitNoProcesses(stateDir, 10_000);
+  assert.deepEqual(left, [], 'no process may be left behind');
+}
+
+async function workspaceNames(stateDir = E2E_STATE_DIR): Promise<string[]> {
+  try {
+    return await readdir(join(stateDir, 'workspaces'));
+  } catch {
+    return [];
+  }
+}
+
+describe('microagent run', { timeout: 600_000 }, () => {
+  before(async () => {
+    // First use installs the kernel and builds the default image; do it once
+    // here so that each test measures only its own boot.
+    const r = await cli(['run', '--', 'true'], { timeoutMs: 300_000 });
+    assert.equal(r.code, 0, r.stderr.toString());
+  });
+
+  after(() => killProcessesMentioning(E2E_STATE_DIR));
+
+  it('passes the guest exit codes 0, 1 and 42 through', async () => {
+    assert.equal((await cli(['run', '--', 'uname', '-a'])).code, 0);
+    assert.equal((await cli(['run', '--', 'false'])).code, 1);
+    assert.equal((await cli(['run', '--', 'sh', '-c', 'exit 42'])).code, 42);
+    await noLeftovers();
+  });
+
+  it('prints the guest kernel name on stdout', async () => {
+    const r = await cli(['run', '--', 'uname', '-s']);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout.toString(), 'Linux\n');
+  });
+
+  it('keeps stdout and stderr apart', async () => {
+    const r = await cli(['run', '--', 'sh', '-c', 'echo out; echo err >&2; echo out2']);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout.toString(), 'out\nout2\n');
+    assert.equal(r.stderr.toString(), 'err\n');
+    await noLeftovers();
+  });
+
+  it('round-trips binary stdin to stdout byte for byte', async () => {
+    const data = randomBytes(1024 * 1024 + 13);
+    const r = await cli(['run', '--stdin', '--', 'cat'], { input: data });
+    assert.equal(r.code, 0, r.stderr.toString());
+    assert.equal(r.stdout.length, data.length);
+    assert.ok(r.stdout.equals(data), 'stdout must equal stdin exactly');
+  });
+
+  it('streams 10 MiB of output intact', async () => {
+    const r = await cli([
+      'run',
+      '--',
+      'sh',
+      '-c',
+      'head -c 10485760 /dev/urandom > /tmp/f && sha256sum /tmp/f >&2 && cat /tmp/f',
+    ]);
+    assert.equal(r.code, 0, r.stderr.toString());
+    assert.equal(r.stdout.length, 10 * 1024 * 1024);
+    const guestHash = r.stderr.toString().split(/\s+/)[0];
+    assert.equal(createHash('sha256').update(r.stdout).digest('hex'), guestHash);
+  });
+
+  it('passes environment and working directory', async () => {
+    const r = await cli(['run', '-e', 'GREETING=hello world', '--cwd', '/etc', '--', 'sh', '-c', 'echo "$GREETING"; pwd']);
+    assert.equal(r.code, 0, r.stderr.toString());
+    assert.equal(r.stdout.toString(), 'hello world\n/etc\n');
+  });
+
+  it('kills the command at --timeout and exits 124', async () => {
+    const r = await cli(['run', '--timeout', '2s', '--', 'sleep', '60']);
+    assert.equal(r.code, 124, r.stderr.toString());
+    await noLeftovers();
+  });
+
+  it('exits 127 for a command that does not exist, 126 for one that is not executable', async () => {
+    const r = await cli(['run', '--', 'no-such-command']);
+    assert.equal(r.code, 127, r.stderr.toString());
+    const r2 = await cli(['run', '--', '/etc/passwd']);
+    assert.equal(r2.code, 126, r2.stderr.toString());
+  });
+
+  it('reports 128+n for a command killed by a signal', async () => {
+    const r = await cli(['run', '--', 'sh', '-c', 'kill -9 $$']);
+    assert.equal(r.code, 137);
+  });
+
+  it('prints one JSON document with --json', async () => {
+    const r = await cli(['run', '--json', '--', 'sh', '-c', 'echo hi; echo oops >&2; exit 3']);
+    assert.equal(r.code, 3);
+    const doc = JSON.parse(r.stdout.toString());
+    assert.equal(doc.status, 'exited');
+    assert.equal(doc.exitCode, 3);
+    assert.equal(doc.stdout, 'hi\n');
+    assert.equal(doc.stderr, 'oops\n');
+    assert.match(doc.workspace, /^run-[a-z]+-[a-z]+-[0-9a-f]{4}$/);
+    for (const k of ['bootMs', 'execMs', 'totalMs']) assert.equal(typeof doc.timings[k], 'number');
+    assert.ok(!(await workspaceNames()).includes(doc.workspace), 'throwaway workspace is deleted');
+  });
+
+  it('keeps a halted workspace with --keep and --name', async () => {
+    const name = `kept-${randomBytes(3).toString('hex')}`;
+    const r = await cli(['run', '--keep', '--name', name, '--', 'sh', '-c', 'echo kept > /root/file']);
+    assert.equal(r.code, 0, r.stderr.toString());
+    const record = JSON.parse(await readFile(join(E2E_STATE_DIR, 'workspaces', name, 'workspace.json'), 'utf8'));
+    assert.equal(record.state, 'halted');
+    assert.equal(record.name, name);
+    const again = await cli(['run', '--name', name, '--', 'true']);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr.toString(), /already exists/);
+    await rm(join(E2E_STATE_DIR, 'workspaces', name), { recursive: true, force: true });
+    await noLeftovers();
+  });
+
+  it('leaves no QEMU behind when the CLI is SIGKILLed mid-boot', async () => {
+    const child = startCli(['run', '--', 'sleep', '30']);
+    const done = collect(child);
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline && !processesMentioning(E2E_STATE_DIR).some((p) => p.cmdline.includes('qemu-system'))) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(processesMentioning(E2E_STATE_DIR).some((p) => p.cmdline.includes('qemu-system')), 'QEMU started');
+    child.kill('SIGKILL');
+    await done;
+    await noLeftovers();
+    // The throwaway workspace is removed by its monitor.
+    const deadline2 = Date.now() + 5_000;
+    while (Date.now() < deadline2 && (await workspaceNames()).some((n) => n.startsWith('run-'))) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.deepEqual((await workspaceNames()).filter((n) => n.startsWith('run-')), []);
+  });
+
+  it('refuses to boot a tampered kernel or initramfs', async () => {
+    const stateDir = await tempDir('tamper');
+    try {
+      await cp(join(E2E_STATE_DIR, 'kernels'), join(stateDir, 'kernels'), { recursive: true });
+      await cp(join(E2E_STATE_DIR, 'images'), join(stateDir, 'images'), { recursive: true });
+      const id = (await readFile(join(stateDir, 'kernels', 'default'), 'utf8')).trim();
+      for (const file of await kernelFiles(join(stateDir, 'kernels', id))) {
+        const path = join(stateDir, 'kernels', id, file);
+        const original = await readFile(path);
+        const tampered = Buffer.from(original);
+        const at = Math.floor(tampered.length / 2);
+        tampered[at] = (tampered[at] as number) ^ 0xff;
+        await writeFile(path, tampered);
+        const r = await cli(['run', '--json', '--', 'true'], { stateDir });
+        assert.equal(r.code, 1, `${file}: ${r.stdout.toString()}`);
+        const doc = JSON.parse(r.stdout.toString());
+        assert.equal(doc.ok, false);
+        assert.equal(doc.error.code, 'KERNEL_VERIFY_FAILED');
+        await writeFile(path, original);
+      }
+      assert.deepEqual(processesMentioning(stateDir), []);
+    } finally {
+      await rm(stateDir, { recursive: true, force: true });
+    }
+  });
+
+  it('reports a boot timeout with the serial console tail', async () => {
+    const r = await cli(['run', '--json', '--boot-timeout', '300ms', '--', 'true']);
+    assert.equal(r.code, 75, r.stdout.toString());
+    const doc = JSON.parse(r.stdout.toString());
+    assert.equal(doc.error.code, 'BOOT_TIMEOUT');
+    await noLeftovers();
+  });
+});
+
+async function kernelFiles(dir: string): Promise<string[]> {
+  const names = await readdir(dir);
+  const out: string[] = [];
+  for (const n of names) {
+    if ((n === 'vmlinux' || n === 'bzImage' || n === 'initramfs.cpio') && (await stat(join(dir, n))).isFile()) out.push(n);
+  }
+  return out;
+}
