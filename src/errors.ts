@@ -94,7 +94,8 @@ export const ERROR_CODES = {
   },
   BOOT_FAILED: {
     kind: 'permanent',
-    remediation: 'The guest stopped before it was ready; the serial console tail is in the message.',
+    remediation:
+      'The guest stopped before it was ready; the serial console tail is in the message.',
   },
   BOOT_TIMEOUT: {
     kind: 'transient',
@@ -196,10 +197,7 @@ export class RemoteError extends MicroagentError {
 }
 
 /** Rebuilds a typed error from its wire shape; unknown codes become INTERNAL. */
-export function errorFromJSON(
-  origin: 'supervisor' | 'guest',
-  value: SerializedError,
-): RemoteError {
+export function errorFromJSON(origin: 'supervisor' | 'guest', value: SerializedError): RemoteError {
   const code = (value.code in ERROR_CODES ? value.code : 'INTERNAL') as ErrorCode;
   return new RemoteError(origin, code, value.message, {
     remediation: value.remediation,

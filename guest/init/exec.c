@@ -181,7 +181,7 @@ long exec_format_exit(const struct exec_result *r, char *buf, size_t cap)
 	jw_bool(&w, r->stdout_truncated);
 	jw_key(&w, "stderrTruncated");
 	jw_bool(&w, r->stderr_truncated);
-	jw_key(&w, "durationMS");
+	jw_key(&w, "durationMs");
 	jw_int(&w, (int64_t)r->duration_ms);
 	if (r->status == ST_FAILED_TO_START && r->error != ERR_NONE) {
 		jw_key(&w, "error");

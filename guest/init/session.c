@@ -715,6 +715,8 @@ void sess_signal_all(int sig)
 
 void sess_drop_all(void)
 {
+	/* A new host session (after a reconnect) numbers its streams from 1 again. */
+	max_opened_id = 0;
 	for (int i = 0; i < MUX_MAX_STREAMS; i++)
 		if (streams[i].used && streams[i].st != S_ZOMBIE)
 			reset_stream(&streams[i], "channel lost", false);

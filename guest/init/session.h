@@ -31,7 +31,8 @@ void sess_timers(int64_t now);
 bool sess_on_child_exit(pid_t pid, int wstatus);
 /* Signal every running program's process group. */
 void sess_signal_all(int sig);
-/* The channel is gone: SIGKILL every program, drop every stream. */
+/* The channel is gone: SIGKILL every program, drop every stream, forget
+ * the stream ids (the next host session starts from 1). */
 void sess_drop_all(void);
 int sess_count(void);
 /* No more OPENs accepted (power off in progress). */

@@ -79,7 +79,7 @@ static void spawn(void)
 	const char *t[] = {"true", NULL}, *f[] = {"sh", "-c", "test \"$(pwd)\" = /tmp && exit 42", NULL},
 		   *k[] = {"sh", "-c", "kill -TERM $$", NULL}, *nf[] = {"no-such-program-xyz", NULL},
 		   *nfa[] = {"/no/such", NULL}, *ne[] = {"/etc/passwd", NULL}, *dir[] = {"/tmp", NULL},
-		   *sess[] = {"sh", "-c", "test $(ps -o sid= -p $$) -eq $$", NULL};
+		   *sess[] = {"sh", "-c", "set -- $(cat /proc/$$/stat); test \"$6\" -eq $$", NULL};
 	spawn_one(t, "/", &r, &code, 0);
 	CHECK(code == 0 && r.status == ST_EXITED, "true");
 	spawn_one(f, "/tmp", &r, &code, 0);

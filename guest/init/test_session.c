@@ -170,6 +170,10 @@ static bool run_until(bool (*cond)(int), int id, int ms, bool credit)
 static bool has_exit(int id) { return hs[id].exit[0] && hs[id].eof; }
 static bool has_reset(int id) { return hs[id].reset[0] != 0; }
 static bool never(int id) { (void)id; return false; }
+static bool window_full(int id) { return hs[id].data_bytes > MUX_WINDOW - MUX_MAX_DATA; }
+static bool started(int id) { return hs[id].started; }
+static int count_target;
+static bool count_is(int id) { (void)id; return sess_count() == count_target; }
 
 void test_session(void)
 {
@@ -185,7 +189,8 @@ void test_session(void)
 	host_send(1, F_OPEN, "\0\0\0\1", 4);
 	const char *r1 = "{\"type\":\"exec\",\"v\":1,\"argv\":[\"sh\",\"-c\",\"head -c 300000 /dev/zero; echo e >&2; exit 3\"]}";
 	host_exec_msg(1, EK_JSON, r1, strlen(r1));
-	run_until(never, 1, 400, false);
+	CHECK(run_until(window_full, 1, 10000, false), "window filled: %zu", hs[1].data_bytes);
+	run_until(never, 1, 100, false);
 	CHECK(hs[1].open_ok && hs[1].started, "opened and started");
 	CHECK(hs[1].data_bytes <= MUX_WINDOW && hs[1].data_bytes > MUX_WINDOW - 32768, "window respected: %zu",
 	      hs[1].data_bytes);
@@ -195,8 +200,8 @@ void test_session(void)
 	CHECK(hs[1].out == 300000 && hs[1].err == 2, "output %zu/%zu", hs[1].out, hs[1].err);
 	CHECK(strstr(hs[1].exit, "\"exitCode\":3") && strstr(hs[1].exit, "\"stdoutBytes\":300000"), "%s", hs[1].exit);
 	host_send(1, F_EOF, NULL, 0);
-	turn(1);
-	CHECK(sess_count() == 0, "stream 1 freed after both EOFs");
+	count_target = 0;
+	CHECK(run_until(count_is, 1, 2000, false), "stream 1 freed after both EOFs");
 
 	/* 2: stdin through a pipe, closed by an empty STDIN message. */
 	host_send(2, F_OPEN, "\0\0\0\1", 4);
@@ -223,12 +228,11 @@ void test_session(void)
 	host_send(5, F_OPEN, "\0\0\0\1", 4);
 	const char *r5 = "{\"type\":\"exec\",\"v\":1,\"argv\":[\"sleep\",\"100\"]}";
 	host_exec_msg(5, EK_JSON, r5, strlen(r5));
-	run_until(never, 5, 200, true);
-	CHECK(hs[5].started, "sleep started");
+	CHECK(run_until(started, 5, 5000, true), "sleep started");
 	int before = sess_count();
 	host_send(5, F_RESET, "bye", 3);
-	run_until(never, 5, 300, true);
-	CHECK(sess_count() == before - 1, "reset stream freed once the program was reaped (%d → %d)", before,
+	count_target = before - 1;
+	CHECK(run_until(count_is, 5, 5000, true), "reset stream freed once the program was reaped (%d → %d)", before,
 	      sess_count());
 
 	/* 6: timeout. */

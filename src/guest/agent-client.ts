@@ -30,7 +30,11 @@ const CONSOLE_LINES = 40;
  * and data.consoleTail — or GUEST_CHANNEL_UNAVAILABLE (no monitor, the guest
  * refused the port, …). An abort rejects with the signal's reason.
  */
-export async function connectAgent(agentSock: string, port: number, options: ConnectAgentOptions = {}): Promise<Socket> {
+export async function connectAgent(
+  agentSock: string,
+  port: number,
+  options: ConnectAgentOptions = {},
+): Promise<Socket> {
   options.signal?.throwIfAborted();
   const runDir = dirname(agentSock);
   const timeoutMs = options.timeoutMs ?? 60_000;
@@ -51,27 +55,52 @@ export async function connectAgent(agentSock: string, port: number, options: Con
         reject(err);
       } else resolve(sock);
     };
-    const failFromStatus = (fallback: ErrorCode, message: string, extra: Record<string, unknown> = {}): void => {
-      void vmFailure(runDir).then((e) => finish(e ?? new MicroagentError(fallback, message, { data: extra })));
+    const failFromStatus = (
+      fallback: ErrorCode,
+      message: string,
+      extra: Record<string, unknown> = {},
+    ): void => {
+      void vmFailure(runDir).then((e) =>
+        finish(e ?? new MicroagentError(fallback, message, { data: extra })),
+      );
     };
-    const onAbort = (): void => finish(options.signal?.reason instanceof Error ? options.signal.reason : new Error('aborted'));
+    const onAbort = (): void =>
+      finish(
+        options.signal?.reason instanceof Error ? options.signal.reason : new Error('aborted'),
+      );
     const timer = setTimeout(() => {
       void readStatus(runDir).then(async (st) => {
         if (st && (st.state === 'booting' || st.state === 'starting')) {
-          finish(await withConsole('BOOT_TIMEOUT', `the guest was not ready within ${timeoutMs} ms`, runDir));
+          finish(
+            await withConsole(
+              'BOOT_TIMEOUT',
+              `the guest was not ready within ${timeoutMs} ms`,
+              runDir,
+            ),
+          );
         } else {
-          failFromStatus('GUEST_CHANNEL_UNAVAILABLE', `no answer from ${agentSock} within ${timeoutMs} ms`);
+          failFromStatus(
+            'GUEST_CHANNEL_UNAVAILABLE',
+            `no answer from ${agentSock} within ${timeoutMs} ms`,
+          );
         }
       });
     }, timeoutMs);
     const onError = (err: NodeJS.ErrnoException): void => {
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
-        failFromStatus('GUEST_CHANNEL_UNAVAILABLE', `no monitor listens on ${agentSock} (${err.code})`, { path: agentSock });
+        failFromStatus(
+          'GUEST_CHANNEL_UNAVAILABLE',
+          `no monitor listens on ${agentSock} (${err.code})`,
+          { path: agentSock },
+        );
       } else {
-        failFromStatus('GUEST_CHANNEL_UNAVAILABLE', `${agentSock}: ${err.message}`, { path: agentSock });
+        failFromStatus('GUEST_CHANNEL_UNAVAILABLE', `${agentSock}: ${err.message}`, {
+          path: agentSock,
+        });
       }
     };
-    const onClose = (): void => failFromStatus('GUEST_CHANNEL_UNAVAILABLE', `${agentSock} closed without answering CONNECT`);
+    const onClose = (): void =>
+      failFromStatus('GUEST_CHANNEL_UNAVAILABLE', `${agentSock} closed without answering CONNECT`);
     // 'readable' + read() rather than 'data': once our listener is removed
     // the socket is back in its initial mode, so the caller's own 'data'
     // listener (or pipe) starts the flow and no byte is lost.
@@ -83,7 +112,8 @@ export async function connectAgent(agentSock: string, port: number, options: Con
       buf = Buffer.concat([buf, chunk]);
       const nl = buf.indexOf(0x0a);
       if (nl < 0) {
-        if (buf.length > MAX_REPLY_LINE) finish(new MicroagentError('GUEST_PROTOCOL', `${agentSock} answered an overlong line`));
+        if (buf.length > MAX_REPLY_LINE)
+          finish(new MicroagentError('GUEST_PROTOCOL', `${agentSock} answered an overlong line`));
         return;
       }
       const line = buf.subarray(0, nl).toString('utf8');
@@ -95,7 +125,12 @@ export async function connectAgent(agentSock: string, port: number, options: Con
       }
       const m = /^ERR (\S+)\s*(.*)$/.exec(line);
       if (!m) {
-        finish(new MicroagentError('GUEST_PROTOCOL', `${agentSock} answered ${JSON.stringify(line.slice(0, 200))}`));
+        finish(
+          new MicroagentError(
+            'GUEST_PROTOCOL',
+            `${agentSock} answered ${JSON.stringify(line.slice(0, 200))}`,
+          ),
+        );
         return;
       }
       const [, token, text] = m as unknown as [string, string, string];
@@ -109,22 +144,39 @@ export async function connectAgent(agentSock: string, port: number, options: Con
   });
 }
 
-async function errFromReply(token: string, text: string, port: number, runDir: string): Promise<MicroagentError> {
+async function errFromReply(
+  token: string,
+  text: string,
+  port: number,
+  runDir: string,
+): Promise<MicroagentError> {
   switch (token) {
     case 'boot_failed':
-      return withConsole('BOOT_FAILED', `the VM stopped before the guest was ready: ${text}`, runDir);
+      return withConsole(
+        'BOOT_FAILED',
+        `the VM stopped before the guest was ready: ${text}`,
+        runDir,
+      );
     case 'vm_exited':
       return withConsole('VM_EXITED', `the VM has stopped: ${text}`, runDir);
     case 'refused':
-      return new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', `the guest refused port ${port}: ${text}`, {
-        data: { port, reason: text },
-      });
+      return new MicroagentError(
+        'GUEST_CHANNEL_UNAVAILABLE',
+        `the guest refused port ${port}: ${text}`,
+        {
+          data: { port, reason: text },
+        },
+      );
     case 'bad_request':
       return new MicroagentError('INTERNAL', `the monitor rejected CONNECT ${port}: ${text}`);
     default:
-      return new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', `CONNECT ${port} failed: ${token} ${text}`.trim(), {
-        data: { port, reason: `${token} ${text}`.trim() },
-      });
+      return new MicroagentError(
+        'GUEST_CHANNEL_UNAVAILABLE',
+        `CONNECT ${port} failed: ${token} ${text}`.trim(),
+        {
+          data: { port, reason: `${token} ${text}`.trim() },
+        },
+      );
   }
 }
 
@@ -142,14 +194,29 @@ export async function vmFailure(runDir: string): Promise<MicroagentError | undef
   const st = await readStatus(runDir);
   if (!st || st.state !== 'exited') return undefined;
   const how = `${st.exit?.reason ?? 'unknown'}${st.exit?.detail ? `: ${st.exit.detail}` : ''}`;
-  if (st.readyAt === undefined) return withConsole('BOOT_FAILED', `the VM stopped before the guest was ready (${how})`, runDir, st);
+  if (st.readyAt === undefined)
+    return withConsole(
+      'BOOT_FAILED',
+      `the VM stopped before the guest was ready (${how})`,
+      runDir,
+      st,
+    );
   return withConsole('VM_EXITED', `the VM has stopped (${how})`, runDir, st);
 }
 
-async function withConsole(code: ErrorCode, message: string, runDir: string, status?: VmStatus): Promise<MicroagentError> {
+async function withConsole(
+  code: ErrorCode,
+  message: string,
+  runDir: string,
+  status?: VmStatus,
+): Promise<MicroagentError> {
   const tail = await readTail(join(runDir, 'serial.log'), CONSOLE_LINES);
   const st = status ?? (await readStatus(runDir));
-  return new MicroagentError(code, tail ? `${message}\n--- serial console (last lines) ---\n${tail}` : message, {
-    data: { consoleTail: tail, ...(st?.exit ? { exit: st.exit } : {}) },
-  });
+  return new MicroagentError(
+    code,
+    tail ? `${message}\n--- serial console (last lines) ---\n${tail}` : message,
+    {
+      data: { consoleTail: tail, ...(st?.exit ? { exit: st.exit } : {}) },
+    },
+  );
 }

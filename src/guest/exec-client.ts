@@ -55,9 +55,18 @@ export interface ExecOptions {
  * An abort does not reject: the program is signalled and its `exit`
  * (status `signaled`) is returned.
  */
-export async function execInGuest(agentSock: string, request: ExecInput, options: ExecOptions = {}): Promise<ExecExit> {
+export async function execInGuest(
+  agentSock: string,
+  request: ExecInput,
+  options: ExecOptions = {},
+): Promise<ExecExit> {
   const wantStdin = options.stdin !== undefined || request.stdin === true;
-  const req = ExecRequestSchema.parse({ ...request, type: 'exec', v: PROTOCOL_VERSION, stdin: wantStdin });
+  const req = ExecRequestSchema.parse({
+    ...request,
+    type: 'exec',
+    v: PROTOCOL_VERSION,
+    stdin: wantStdin,
+  });
   const sock = await connectAgent(agentSock, GuestPort.EXEC, {
     ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
@@ -125,7 +134,11 @@ class ExecSession {
           if (this.settled || this.sock.destroyed) return;
           const buf = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
           for (let off = 0; off < buf.length; off += EXEC_MAX_MESSAGE) {
-            if (!this.sock.write(encodeExecMessage(ExecKind.STDIN, buf.subarray(off, off + EXEC_MAX_MESSAGE)))) {
+            if (
+              !this.sock.write(
+                encodeExecMessage(ExecKind.STDIN, buf.subarray(off, off + EXEC_MAX_MESSAGE)),
+              )
+            ) {
               await new Promise<void>((r) => {
                 this.sock.once('drain', r);
                 this.sock.once('close', r);
@@ -137,7 +150,8 @@ class ExecSession {
     } catch {
       // a failing stdin source just closes the program's stdin
     }
-    if (!this.settled && !this.sock.destroyed) this.sock.write(encodeExecMessage(ExecKind.STDIN, Buffer.alloc(0)));
+    if (!this.settled && !this.sock.destroyed)
+      this.sock.write(encodeExecMessage(ExecKind.STDIN, Buffer.alloc(0)));
   }
 
   private onData(chunk: Buffer): void {
@@ -145,7 +159,12 @@ class ExecSession {
     try {
       this.queue.push(...this.decoder.push(chunk));
     } catch (err) {
-      this.fail(new MicroagentError('GUEST_PROTOCOL', `bad exec message from the guest: ${(err as Error).message}`));
+      this.fail(
+        new MicroagentError(
+          'GUEST_PROTOCOL',
+          `bad exec message from the guest: ${(err as Error).message}`,
+        ),
+      );
       return;
     }
     void this.drainQueue();
@@ -166,7 +185,13 @@ class ExecSession {
         }
       }
     } catch (err) {
-      this.fail(err instanceof MicroagentError ? err : new MicroagentError('EXEC_FAILED', `output handler failed: ${(err as Error).message}`, { cause: err }));
+      this.fail(
+        err instanceof MicroagentError
+          ? err
+          : new MicroagentError('EXEC_FAILED', `output handler failed: ${(err as Error).message}`, {
+              cause: err,
+            }),
+      );
     } finally {
       this.processing = false;
     }
@@ -191,7 +216,10 @@ class ExecSession {
         try {
           parsed = ExecGuestMessageSchema.parse(JSON.parse(msg.payload.toString('utf8')));
         } catch (err) {
-          throw new MicroagentError('GUEST_PROTOCOL', `bad exec message from the guest: ${(err as Error).message}`);
+          throw new MicroagentError(
+            'GUEST_PROTOCOL',
+            `bad exec message from the guest: ${(err as Error).message}`,
+          );
         }
         if (this.exit) throw new MicroagentError('GUEST_PROTOCOL', 'exec message after exit');
         if (parsed.type === 'started') this.options.onStarted?.(parsed.pid);
@@ -219,9 +247,13 @@ class ExecSession {
     const vm = await vmFailure(dirname(this.agentSock));
     this.fail(
       vm ??
-        new MicroagentError('EXEC_FAILED', `the exec stream for ${JSON.stringify(this.req.argv[0])} ended before its exit status`, {
-          data: { argv: this.req.argv },
-        }),
+        new MicroagentError(
+          'EXEC_FAILED',
+          `the exec stream for ${JSON.stringify(this.req.argv[0])} ended before its exit status`,
+          {
+            data: { argv: this.req.argv },
+          },
+        ),
     );
   }
 

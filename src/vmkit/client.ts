@@ -49,7 +49,10 @@ export async function callSupervisor(
 ): Promise<StartResult | StatusResult> {
   const parsed = SupervisorRequestSchema.safeParse(request);
   if (!parsed.success) {
-    throw new MicroagentError('INVALID_ARGUMENT', `invalid supervisor request: ${parsed.error.message}`);
+    throw new MicroagentError(
+      'INVALID_ARGUMENT',
+      `invalid supervisor request: ${parsed.error.message}`,
+    );
   }
   const argv = [options.interpreter ?? process.execPath, supervisorPath];
   const child = spawnAttached(argv, { ...(options.env ? { env: options.env } : {}) });
@@ -76,10 +79,14 @@ export async function callSupervisor(
   try {
     exit = await waitForExit(child);
   } catch (err) {
-    throw new MicroagentError('SUPERVISOR_FAILED', `cannot run the supervisor ${argv.join(' ')}: ${(err as Error).message}`, {
-      data: { argv },
-      cause: err,
-    });
+    throw new MicroagentError(
+      'SUPERVISOR_FAILED',
+      `cannot run the supervisor ${argv.join(' ')}: ${(err as Error).message}`,
+      {
+        data: { argv },
+        cause: err,
+      },
+    );
   } finally {
     clearTimeout(timer);
   }
@@ -87,9 +94,13 @@ export async function callSupervisor(
   const out = Buffer.concat(stdout).toString('utf8').trim();
   const facts = { argv, exitCode: exit.code, signal: exit.signal, stderr: err };
   if (timedOut) {
-    throw new MicroagentError('SUPERVISOR_FAILED', `the supervisor did not answer \`${parsed.data.command}\` within ${timeoutMs} ms`, {
-      data: facts,
-    });
+    throw new MicroagentError(
+      'SUPERVISOR_FAILED',
+      `the supervisor did not answer \`${parsed.data.command}\` within ${timeoutMs} ms`,
+      {
+        data: facts,
+      },
+    );
   }
   let response;
   try {
@@ -107,7 +118,8 @@ export async function callSupervisor(
     Object.assign(remote.data, { supervisor: facts });
     throw remote;
   }
-  if (exit.code !== 0) throw protocolMismatch(`ok:true with exit ${exit.code ?? exit.signal}`, facts);
+  if (exit.code !== 0)
+    throw protocolMismatch(`ok:true with exit ${exit.code ?? exit.signal}`, facts);
   if (parsed.data.command === 'start') return StartResultSchema.parse(response);
   return StatusResultSchema.parse(response);
 }

@@ -35,7 +35,14 @@ export const OwnerSchema = z
   .strict();
 export type Owner = z.infer<typeof OwnerSchema>;
 
-export const VmStateSchema = z.enum(['starting', 'booting', 'ready', 'paused', 'stopping', 'exited']);
+export const VmStateSchema = z.enum([
+  'starting',
+  'booting',
+  'ready',
+  'paused',
+  'stopping',
+  'exited',
+]);
 export type VmState = z.infer<typeof VmStateSchema>;
 
 export const ExitReasonSchema = z.enum([
@@ -67,7 +74,10 @@ export const VmStatusSchema = z
     startedAt: z.number().int(),
     qemuStartedAt: z.number().int().optional(),
     readyAt: z.number().int().optional(),
-    guest: z.object({ init: z.string(), bootMs: z.number().int().nonnegative() }).strict().optional(),
+    guest: z
+      .object({ init: z.string(), bootMs: z.number().int().nonnegative() })
+      .strict()
+      .optional(),
     exit: z
       .object({
         code: z.number().int().nullable(),
@@ -132,7 +142,11 @@ export const StartConfigSchema = z
       .strict(),
     disks: z.array(DiskSchema).max(16),
     cpus: z.number().int().min(1).max(64),
-    memoryMiB: z.number().int().min(64).max(1024 * 1024),
+    memoryMiB: z
+      .number()
+      .int()
+      .min(64)
+      .max(1024 * 1024),
     accel: AccelRequestSchema.default('auto'),
     /** VMM binary; default: found on PATH. */
     qemuBinary: z.string().min(1).optional(),
@@ -213,9 +227,15 @@ export const StatusResultSchema = z
   .strict();
 export type StatusResult = z.infer<typeof StatusResultSchema>;
 
-export const ErrorResultSchema = z.object({ ok: z.literal(false), error: SerializedErrorSchema }).strict();
+export const ErrorResultSchema = z
+  .object({ ok: z.literal(false), error: SerializedErrorSchema })
+  .strict();
 
-export const SupervisorResponseSchema = z.union([StartResultSchema, StatusResultSchema, ErrorResultSchema]);
+export const SupervisorResponseSchema = z.union([
+  StartResultSchema,
+  StatusResultSchema,
+  ErrorResultSchema,
+]);
 export type SupervisorResponse = z.infer<typeof SupervisorResponseSchema>;
 
 /** Exit codes of a supervisor executable. */

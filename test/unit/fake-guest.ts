@@ -133,14 +133,23 @@ export class FakeGuest extends EventEmitter {
     options: FakeGuestOptions = {},
   ) {
     super();
-    this.services = { 1: execService, 7: echoService, 8: (s) => this.sinkService(s), ...options.services };
+    this.services = {
+      1: execService,
+      7: echoService,
+      8: (s) => this.sinkService(s),
+      ...options.services,
+    };
     socket.on('data', (b: Buffer) => this.onBytes(b));
     socket.on('error', () => {});
     if (options.hello !== false) this.sendHello();
   }
 
   sendHello(): void {
-    this.send(0, FrameType.HELLO, Buffer.from(JSON.stringify({ v: 1, init: 'fake-0', bootMs: 42 })));
+    this.send(
+      0,
+      FrameType.HELLO,
+      Buffer.from(JSON.stringify({ v: 1, init: 'fake-0', bootMs: 42 })),
+    );
   }
 
   sendResult(result: ExecExit): void {
@@ -175,7 +184,8 @@ export class FakeGuest extends EventEmitter {
   }
 
   private onFrame(f: Frame): void {
-    if (f.type !== FrameType.HELLO && this.hostHello === undefined) this.violations.push(`frame ${f.type} before host HELLO`);
+    if (f.type !== FrameType.HELLO && this.hostHello === undefined)
+      this.violations.push(`frame ${f.type} before host HELLO`);
     switch (f.type) {
       case FrameType.HELLO:
         this.hostHello = JSON.parse(f.payload.toString());
@@ -213,8 +223,10 @@ export class FakeGuest extends EventEmitter {
       case FrameType.DATA: {
         const s = this.streams.get(f.stream);
         if (!s) return;
-        if (f.payload.length > s.recvWindow) this.violations.push(`host overran window on ${f.stream}`);
-        if (f.payload.length > MUX_MAX_DATA || f.payload.length === 0) this.violations.push(`bad DATA size ${f.payload.length}`);
+        if (f.payload.length > s.recvWindow)
+          this.violations.push(`host overran window on ${f.stream}`);
+        if (f.payload.length > MUX_MAX_DATA || f.payload.length === 0)
+          this.violations.push(`bad DATA size ${f.payload.length}`);
         if (s.eofReceived) this.violations.push(`DATA after EOF on ${f.stream}`);
         s.recvWindow -= f.payload.length;
         s.received += f.payload.length;
@@ -234,7 +246,8 @@ export class FakeGuest extends EventEmitter {
         if (!s) return;
         const n = f.payload.readUInt32BE(0);
         s.sendCredit += n;
-        if (s.sendCredit > MUX_WINDOW) this.violations.push(`host gave too much credit on ${f.stream}`);
+        if (s.sendCredit > MUX_WINDOW)
+          this.violations.push(`host gave too much credit on ${f.stream}`);
         s.flush();
         return;
       }
@@ -292,7 +305,11 @@ function execService(s: GuestStream): void {
     s.consumed(b.length);
     for (const m of dec.push(b)) {
       if (m.kind === ExecKind.JSON) {
-        const j = JSON.parse(m.payload.toString()) as { type: string; argv?: string[]; signal?: number };
+        const j = JSON.parse(m.payload.toString()) as {
+          type: string;
+          argv?: string[];
+          signal?: number;
+        };
         if (j.type === 'exec') {
           argv = j.argv ?? [];
           start();
@@ -310,7 +327,11 @@ function execService(s: GuestStream): void {
   const start = (): void => {
     const [cmd, ...args] = argv!;
     if (cmd === 'missing') {
-      exit({ status: 'failed_to_start', exitCode: 127, error: { code: 'not_found', message: 'missing: not found' } });
+      exit({
+        status: 'failed_to_start',
+        exitCode: 127,
+        error: { code: 'not_found', message: 'missing: not found' },
+      });
       return;
     }
     s.write(encodeExecJson({ type: 'started', pid: 4242 }));
@@ -328,12 +349,16 @@ function execService(s: GuestStream): void {
         const chunk = Buffer.alloc(16384, 'y\n');
         // Produce only while the stream's queue is small: a real program
         // blocks on its pipe when the host does not return credit.
+        let busy = false; // out() can emit 'drain' synchronously
         const pump = (): void => {
+          if (busy) return;
+          busy = true;
           while (left > 0 && s.queuedBytes < 65536) {
             const n = Math.min(left, chunk.length);
-            out(ExecKind.STDOUT, chunk.subarray(0, n));
             left -= n;
+            out(ExecKind.STDOUT, chunk.subarray(0, n));
           }
+          busy = false;
           if (left === 0) {
             s.off('drain', pump);
             exit({ status: 'exited', exitCode: 0 });
@@ -346,7 +371,11 @@ function execService(s: GuestStream): void {
       case 'sleep':
         return; // until stdin closes / a signal
       default:
-        return exit({ status: 'failed_to_start', exitCode: 127, error: { code: 'not_found', message: `${cmd}: not found` } });
+        return exit({
+          status: 'failed_to_start',
+          exitCode: 127,
+          error: { code: 'not_found', message: `${cmd}: not found` },
+        });
     }
   };
 }

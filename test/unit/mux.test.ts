@@ -28,7 +28,9 @@ afterEach(() => {
   }
 });
 
-async function pair(options: FakeGuestOptions = {}): Promise<{ mux: Mux; guest: FakeGuest; guestSock: Socket }> {
+async function pair(
+  options: FakeGuestOptions = {},
+): Promise<{ mux: Mux; guest: FakeGuest; guestSock: Socket }> {
   const path = join(dir, `s${n++}.sock`);
   const server = createServer();
   await new Promise<void>((r) => server.listen(path, r));
@@ -95,7 +97,11 @@ describe('mux handshake', () => {
     const { mux, guest } = await pair({ hello: false });
     const errors: MicroagentError[] = [];
     mux.on('error', (e: MicroagentError) => errors.push(e));
-    guest.send(0, FrameType.HELLO, Buffer.from(JSON.stringify({ v: 1, init: 'x', bootMs: 1, extra: true })));
+    guest.send(
+      0,
+      FrameType.HELLO,
+      Buffer.from(JSON.stringify({ v: 1, init: 'x', bootMs: 1, extra: true })),
+    );
     await waitFor(() => mux.closed);
     assert.equal(errors[0]?.code, 'GUEST_PROTOCOL');
   });
@@ -159,8 +165,9 @@ describe('mux streams', () => {
   it('stops writing to a guest that does not consume, then drains when it does', async () => {
     const { mux, guest } = await pair();
     const s = await mux.openStream(8);
-    let accepted = 0;
-    while (s.write(Buffer.alloc(16384))) accepted += 16384;
+    while (s.write(Buffer.alloc(16384))) {
+      // fill until write() asks us to wait
+    }
     await settle(100);
     const sink = guest.sinks[0] as GuestStream & { release: () => void };
     assert.equal(sink.received, MUX_WINDOW, 'the guest got exactly one window');
@@ -206,7 +213,9 @@ describe('mux streams', () => {
     let gs: GuestStream | undefined;
     const { mux, guest } = await pair({ services: { 9: (s) => (gs = s) } });
     const s = await mux.openStream(9);
-    const reset = new Promise<[string, boolean]>((r) => s.once('reset', (reason: string, byGuest: boolean) => r([reason, byGuest])));
+    const reset = new Promise<[string, boolean]>((r) =>
+      s.once('reset', (reason: string, byGuest: boolean) => r([reason, byGuest])),
+    );
     gs!.reset('boom');
     assert.deepEqual(await reset, ['boom', true]);
     // Host data written after the reset goes nowhere, and a late frame from
@@ -271,7 +280,10 @@ describe('mux control frames', () => {
 });
 
 describe('mux fatal errors', () => {
-  async function expectFatal(act: (g: FakeGuest, mux: Mux) => void | Promise<void>, match: RegExp): Promise<void> {
+  async function expectFatal(
+    act: (g: FakeGuest, mux: Mux) => void | Promise<void>,
+    match: RegExp,
+  ): Promise<void> {
     const { mux, guest } = await pair();
     await mux.ready();
     const s = await mux.openStream(7);
@@ -285,7 +297,10 @@ describe('mux fatal errors', () => {
     assert.match(e.message, match);
     await closed;
     assert.equal(resets.length, 1, 'open streams are reset');
-    await assert.rejects(mux.openStream(7), (x: MicroagentError) => x.code === 'GUEST_CHANNEL_UNAVAILABLE');
+    await assert.rejects(
+      mux.openStream(7),
+      (x: MicroagentError) => x.code === 'GUEST_CHANNEL_UNAVAILABLE',
+    );
   }
 
   it('on DATA for a stream id never opened', () =>
@@ -319,7 +334,10 @@ describe('mux channel loss', () => {
     guestSock.destroy();
     assert.match(await reset, /closed the guest channel/);
     await closed;
-    await assert.rejects(mux.ping(), (e: MicroagentError) => e.code === 'GUEST_CHANNEL_UNAVAILABLE');
+    await assert.rejects(
+      mux.ping(),
+      (e: MicroagentError) => e.code === 'GUEST_CHANNEL_UNAVAILABLE',
+    );
   });
 
   it('shutdown(reason) carries the reason to streams', async () => {

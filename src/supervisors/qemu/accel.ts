@@ -105,10 +105,18 @@ export function chooseAccel(
   const effective = requested === 'auto' ? (accelFromEnv(env) ?? 'auto') : requested;
   if (effective === 'kvm' || effective === 'tcg') {
     const source = requested === 'auto' ? 'MICROAGENT_ACCEL' : 'the request';
-    return { accel: effective, reason: `${effective.toUpperCase()} was asked for by ${source}.`, tscKhz };
+    return {
+      accel: effective,
+      reason: `${effective.toUpperCase()} was asked for by ${source}.`,
+      tscKhz,
+    };
   }
   if (!probe.kvmDeviceUsable()) {
-    return { accel: 'tcg', reason: 'TCG: /dev/kvm is missing or cannot be opened read-write.', tscKhz };
+    return {
+      accel: 'tcg',
+      reason: 'TCG: /dev/kvm is missing or cannot be opened read-write.',
+      tscKhz,
+    };
   }
   if (probe.kvmPvmLoaded()) {
     return {
@@ -125,5 +133,9 @@ export function chooseAccel(
       tscKhz,
     };
   }
-  return { accel: 'kvm', reason: 'KVM: /dev/kvm is usable and the CPU has hardware virtualisation.', tscKhz };
+  return {
+    accel: 'kvm',
+    reason: 'KVM: /dev/kvm is usable and the CPU has hardware virtualisation.',
+    tscKhz,
+  };
 }

@@ -17,7 +17,11 @@ export interface CtlResult {
  * data.unreachable=true when no monitor listens (socket missing or refused),
  * the monitor's own error (a RemoteError) when it answers ok:false.
  */
-export function ctlRequest(socketPath: string, request: CtlRequest, timeoutMs: number): Promise<CtlResult> {
+export function ctlRequest(
+  socketPath: string,
+  request: CtlRequest,
+  timeoutMs: number,
+): Promise<CtlResult> {
   return new Promise((resolve, reject) => {
     const sock = connect(socketPath);
     let text = '';
@@ -31,7 +35,13 @@ export function ctlRequest(socketPath: string, request: CtlRequest, timeoutMs: n
       else resolve(value!);
     };
     const timer = setTimeout(
-      () => done(new MicroagentError('SUPERVISOR_FAILED', `the monitor did not answer \`${request.cmd}\` within ${timeoutMs} ms`)),
+      () =>
+        done(
+          new MicroagentError(
+            'SUPERVISOR_FAILED',
+            `the monitor did not answer \`${request.cmd}\` within ${timeoutMs} ms`,
+          ),
+        ),
       timeoutMs,
     );
     sock.setEncoding('utf8');
@@ -48,24 +58,44 @@ export function ctlRequest(socketPath: string, request: CtlRequest, timeoutMs: n
         if (r.rttUs !== undefined) out.rttUs = r.rttUs;
         done(undefined, out);
       } catch (err) {
-        done(new MicroagentError('SUPERVISOR_PROTOCOL', `bad answer from the monitor: ${(err as Error).message}`, { cause: err }));
+        done(
+          new MicroagentError(
+            'SUPERVISOR_PROTOCOL',
+            `bad answer from the monitor: ${(err as Error).message}`,
+            { cause: err },
+          ),
+        );
       }
     });
     sock.on('error', (err: NodeJS.ErrnoException) => {
       const unreachable = err.code === 'ENOENT' || err.code === 'ECONNREFUSED';
       done(
-        new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', `cannot reach the monitor at ${socketPath}: ${err.message}`, {
-          data: { unreachable },
-          cause: err,
-        }),
+        new MicroagentError(
+          'GUEST_CHANNEL_UNAVAILABLE',
+          `cannot reach the monitor at ${socketPath}: ${err.message}`,
+          {
+            data: { unreachable },
+            cause: err,
+          },
+        ),
       );
     });
     sock.on('close', () =>
-      done(new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', 'the monitor closed ctl.sock without answering', { data: { unreachable: true } })),
+      done(
+        new MicroagentError(
+          'GUEST_CHANNEL_UNAVAILABLE',
+          'the monitor closed ctl.sock without answering',
+          { data: { unreachable: true } },
+        ),
+      ),
     );
   });
 }
 
 export function isUnreachable(err: unknown): boolean {
-  return err instanceof MicroagentError && err.code === 'GUEST_CHANNEL_UNAVAILABLE' && err.data.unreachable === true;
+  return (
+    err instanceof MicroagentError &&
+    err.code === 'GUEST_CHANNEL_UNAVAILABLE' &&
+    err.data.unreachable === true
+  );
 }

@@ -34,12 +34,16 @@ let raw: unknown;
 try {
   raw = JSON.parse(await readStdin());
 } catch (err) {
-  const e = new MicroagentError('INVALID_ARGUMENT', `the request is not JSON: ${(err as Error).message}`);
+  const e = new MicroagentError(
+    'INVALID_ARGUMENT',
+    `the request is not JSON: ${(err as Error).message}`,
+  );
   write({ ok: false, error: e.toJSON() }, SupervisorExit.BAD_REQUEST);
   raw = undefined;
 }
 if (raw !== undefined) {
   const { response, exitCode } = await handleRequest(raw);
-  if (!response.ok) process.stderr.write(`qemu supervisor: ${response.error.code}: ${response.error.message}\n`);
+  if (!response.ok)
+    process.stderr.write(`qemu supervisor: ${response.error.code}: ${response.error.message}\n`);
   write(response, exitCode);
 }

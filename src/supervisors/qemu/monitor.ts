@@ -93,7 +93,10 @@ export class Monitor {
 
   log(message: string): void {
     try {
-      appendFileSync(this.files.monitorLog, `${new Date().toISOString()} [${process.pid}] ${message}\n`);
+      appendFileSync(
+        this.files.monitorLog,
+        `${new Date().toISOString()} [${process.pid}] ${message}\n`,
+      );
     } catch {
       // the runtime dir may be gone (owner_exit removal); nothing else to do
     }
@@ -108,7 +111,12 @@ export class Monitor {
   async start(): Promise<void> {
     this.log(`monitor starting for ${this.config.identity.runtimeId} (accel ${this.config.accel})`);
     await this.persist();
-    for (const p of [this.files.muxSocket, this.files.agentSocket, this.files.controlSocket, this.files.qmpSocket]) {
+    for (const p of [
+      this.files.muxSocket,
+      this.files.agentSocket,
+      this.files.controlSocket,
+      this.files.qmpSocket,
+    ]) {
       await unlink(p).catch(() => {});
     }
     await this.listen(this.files.controlSocket, (s) => this.onControl(s), false);
@@ -136,14 +144,6 @@ export class Monitor {
     this.state.qemuPid = child.pid;
     this.log(`QEMU started, pid ${child.pid}: ${this.config.qemuArgv.join(' ')}`);
 
-    this.timers.push(
-      setTimeout(() => {
-        if (this.state.readyAt === undefined && !this.exited) {
-          this.log(`no guest HELLO within ${this.config.bootTimeoutMs} ms: killing QEMU`);
-          this.kill('boot_timeout');
-        }
-      }, this.config.bootTimeoutMs),
-    );
     if (this.config.deadlineAt !== undefined) this.armDeadline(this.config.deadlineAt);
     if (this.config.owner !== undefined) {
       const owner = this.config.owner;
@@ -162,7 +162,11 @@ export class Monitor {
 
     if (this.config.qmp) {
       try {
-        const qmp = await QmpClient.connect(this.files.qmpSocket, QMP_CONNECT_TIMEOUT_MS, () => !this.exited);
+        const qmp = await QmpClient.connect(
+          this.files.qmpSocket,
+          QMP_CONNECT_TIMEOUT_MS,
+          () => !this.exited,
+        );
         if (this.exited) {
           qmp.close();
           return;
@@ -178,9 +182,21 @@ export class Monitor {
       }
     }
     if (this.exited) return;
+    // The boot timeout counts from QEMU being up (not from the spawn), so a
+    // slow QEMU start on a loaded host is not mistaken for a slow guest.
+    this.timers.push(
+      setTimeout(() => {
+        if (this.state.readyAt === undefined && !this.exited) {
+          this.log(`no guest HELLO within ${this.config.bootTimeoutMs} ms: killing QEMU`);
+          this.kill('boot_timeout');
+        }
+      }, this.config.bootTimeoutMs),
+    );
     this.state.qemuStartedAt = Date.now();
     if (this.state.state === 'starting') this.state.state = 'booting';
-    this.log(`QEMU is up (${this.state.qemuStartedAt - this.state.startedAt} ms after monitor start)`);
+    this.log(
+      `QEMU is up (${this.state.qemuStartedAt - this.state.startedAt} ms after monitor start)`,
+    );
     await this.persist();
   }
 
@@ -208,11 +224,10 @@ export class Monitor {
 
   private listen(path: string, onConn: (s: Socket) => void, allowHalfOpen: boolean): Promise<void> {
     return new Promise((resolve, reject) => {
+      // Connections that arrive while the VM is going away are still
+      // served: they get the final status (ERR with the reason) rather
+      // than a bare close.
       const server = createServer({ allowHalfOpen }, (s) => {
-        if (this.exited) {
-          s.destroy();
-          return;
-        }
         this.clients.add(s);
         s.once('close', () => this.clients.delete(s));
         onConn(s);
@@ -249,9 +264,12 @@ export class Monitor {
     mux.on('hello', (hello) => {
       this.state.readyAt = Date.now();
       this.state.guest = { init: hello.init, bootMs: hello.bootMs };
-      if (this.state.state === 'booting' || this.state.state === 'starting') this.state.state = 'ready';
+      if (this.state.state === 'booting' || this.state.state === 'starting')
+        this.state.state = 'ready';
       else if (this.state.state === 'paused') this.stateBeforePause = 'ready';
-      this.log(`guest ready: init ${hello.init}, ${hello.bootMs} ms after guest boot, ${this.state.readyAt - this.state.startedAt} ms after monitor start`);
+      this.log(
+        `guest ready: init ${hello.init}, ${hello.bootMs} ms after guest boot, ${this.state.readyAt - this.state.startedAt} ms after monitor start`,
+      );
       void this.persist();
       for (const w of this.readyWaiters.splice(0)) w.resolve();
       if (this.powerOffPending) this.sendPowerOff();
@@ -282,7 +300,9 @@ export class Monitor {
 
   private waitReady(): Promise<void> {
     if (this.state.readyAt !== undefined && this.mux && !this.mux.closed) return Promise.resolve();
-    if (this.exited) return Promise.reject(this.exitError());
+    // Once exited, the exit is recorded; before that, waiters are failed by
+    // onQemuExit after monitor.json is final.
+    if (this.state.state === 'exited') return Promise.reject(this.exitError());
     return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
   }
 
@@ -301,7 +321,10 @@ export class Monitor {
 
   private onAgent(sock: Socket): void {
     let buf = Buffer.alloc(0);
-    const timer = setTimeout(() => reply('ERR bad_request no CONNECT line within 10 s'), REQUEST_LINE_TIMEOUT_MS);
+    const timer = setTimeout(
+      () => reply('ERR bad_request no CONNECT line within 10 s'),
+      REQUEST_LINE_TIMEOUT_MS,
+    );
     const reply = (line: string): void => {
       clearTimeout(timer);
       if (!sock.destroyed) sock.end(line + '\n');
@@ -329,8 +352,12 @@ export class Monitor {
         return;
       }
       void this.connectClient(sock, port, leftover).catch((err: unknown) => {
-        const e = toMicroagentError(err);
-        const msg = e.code === 'BOOT_FAILED' || e.code === 'VM_EXITED' ? e.message : `refused ${e.message}`;
+        // A stream that failed because the VM went away reports that, not
+        // the channel closure it caused (monitor.json is already final).
+        const e = this.exited ? this.exitError() : toMicroagentError(err);
+        const reason = typeof e.data.reason === 'string' ? e.data.reason : e.message;
+        const msg =
+          e.code === 'BOOT_FAILED' || e.code === 'VM_EXITED' ? e.message : `refused ${reason}`;
         reply(`ERR ${msg.replace(/\n/g, ' ')}`);
       });
     };
@@ -341,7 +368,10 @@ export class Monitor {
   private async connectClient(sock: Socket, port: number, leftover: Buffer): Promise<void> {
     await this.waitReady();
     const mux = this.mux;
-    if (!mux || mux.closed) throw this.exited ? this.exitError() : new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', 'the guest channel is closed');
+    if (!mux || mux.closed)
+      throw this.exited
+        ? this.exitError()
+        : new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', 'the guest channel is closed');
     const stream = await mux.openStream(port);
     if (sock.destroyed) {
       stream.reset('the host client went away');
@@ -390,11 +420,19 @@ export class Monitor {
         if (nl < 0) throw new MicroagentError('INVALID_ARGUMENT', 'control request line too long');
         req = CtlRequestSchema.parse(JSON.parse(text.slice(0, nl)));
       } catch (err) {
-        const e = err instanceof MicroagentError ? err : new MicroagentError('INVALID_ARGUMENT', `bad control request: ${(err as Error).message}`);
+        const e =
+          err instanceof MicroagentError
+            ? err
+            : new MicroagentError(
+                'INVALID_ARGUMENT',
+                `bad control request: ${(err as Error).message}`,
+              );
         respond({ ok: false, error: e.toJSON() });
         return;
       }
-      this.handleControl(req).then(respond, (err: unknown) => respond({ ok: false, error: toMicroagentError(err).toJSON() }));
+      this.handleControl(req).then(respond, (err: unknown) =>
+        respond({ ok: false, error: toMicroagentError(err).toJSON() }),
+      );
     };
     sock.on('data', onData);
   }
@@ -410,7 +448,10 @@ export class Monitor {
         return ok();
       case 'ping': {
         if (!this.mux || this.state.readyAt === undefined) {
-          throw new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', `the guest is not ready (state ${this.state.state})`);
+          throw new MicroagentError(
+            'GUEST_CHANNEL_UNAVAILABLE',
+            `the guest is not ready (state ${this.state.state})`,
+          );
         }
         return ok({ rttUs: await this.mux.ping() });
       }
@@ -437,10 +478,18 @@ export class Monitor {
         return ok(exited ? {} : { timedOut: true });
       }
       case 'pause': {
-        if (!this.qmp) throw new MicroagentError('INVALID_ARGUMENT', 'this VM has no QMP socket; it cannot be paused', { remediation: 'Start it with QMP enabled.' });
+        if (!this.qmp)
+          throw new MicroagentError(
+            'INVALID_ARGUMENT',
+            'this VM has no QMP socket; it cannot be paused',
+            { remediation: 'Start it with QMP enabled.' },
+          );
         if (this.state.state === 'paused') return ok();
         if (this.state.state !== 'booting' && this.state.state !== 'ready') {
-          throw new MicroagentError('INVALID_ARGUMENT', `cannot pause a VM in state ${this.state.state}`);
+          throw new MicroagentError(
+            'INVALID_ARGUMENT',
+            `cannot pause a VM in state ${this.state.state}`,
+          );
         }
         await this.qmp.execute('stop');
         this.stateBeforePause = this.state.state;
@@ -470,7 +519,9 @@ export class Monitor {
     if (this.exited && this.state.state === 'exited') return Promise.resolve(true);
     return new Promise((resolve) => {
       const timer =
-        timeoutMs === undefined ? undefined : setTimeout(() => resolve(false), Math.min(timeoutMs, MAX_TIMER_MS));
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => resolve(false), Math.min(timeoutMs, MAX_TIMER_MS));
       this.exitWaiters.push(() => {
         if (timer) clearTimeout(timer);
         resolve(true);
@@ -482,10 +533,15 @@ export class Monitor {
 
   private onQmpEvent(e: QmpEvent): void {
     this.log(`QMP event ${e.event}${e.data ? ' ' + JSON.stringify(e.data) : ''}`);
-    if (e.event === 'SHUTDOWN' && typeof e.data?.reason === 'string') this.shutdownEvent = e.data.reason;
+    if (e.event === 'SHUTDOWN' && typeof e.data?.reason === 'string')
+      this.shutdownEvent = e.data.reason;
   }
 
-  private async onQemuExit(code: number | null, signal: NodeJS.Signals | null, detail?: string): Promise<void> {
+  private async onQemuExit(
+    code: number | null,
+    signal: NodeJS.Signals | null,
+    detail?: string,
+  ): Promise<void> {
     if (this.exited) return;
     this.exited = true;
     for (const t of this.timers) clearTimeout(t);
@@ -506,7 +562,9 @@ export class Monitor {
     exit.detail = detail ?? (await this.exitDetail(reason, code, signal));
     this.state.exit = exit;
     this.state.state = 'exited';
-    this.log(`QEMU exited (code ${code}, signal ${signal}): ${reason}${exit.detail ? ' — ' + exit.detail : ''}`);
+    this.log(
+      `QEMU exited (code ${code}, signal ${signal}): ${reason}${exit.detail ? ' — ' + exit.detail : ''}`,
+    );
 
     // monitor.json first: clients that see their stream fail read it to
     // explain why (agent-client's BOOT_FAILED / VM_EXITED).
@@ -519,7 +577,10 @@ export class Monitor {
     await this.finish();
   }
 
-  private async exitReason(code: number | null, signal: NodeJS.Signals | null): Promise<ExitReason> {
+  private async exitReason(
+    code: number | null,
+    signal: NodeJS.Signals | null,
+  ): Promise<ExitReason> {
     if (this.killReason) return this.killReason;
     if (this.config.qmp && this.state.qemuStartedAt === undefined) return 'vmm_start_failed';
     switch (this.shutdownEvent) {
@@ -538,10 +599,16 @@ export class Monitor {
     if (this.powerOffSent) return 'poweroff';
     // No QMP: tell a panic from a power-off by the console.
     const tail = await readTail(this.files.serialLog, 60);
-    return /Kernel panic|reboot: Restarting system/.test(tail) ? 'guest_panic_or_reset' : 'poweroff';
+    return /Kernel panic|reboot: Restarting system/.test(tail)
+      ? 'guest_panic_or_reset'
+      : 'poweroff';
   }
 
-  private async exitDetail(reason: ExitReason, code: number | null, signal: NodeJS.Signals | null): Promise<string | undefined> {
+  private async exitDetail(
+    reason: ExitReason,
+    code: number | null,
+    signal: NodeJS.Signals | null,
+  ): Promise<string | undefined> {
     switch (reason) {
       case 'vmm_start_failed':
       case 'vmm_error': {
@@ -569,7 +636,12 @@ export class Monitor {
     await new Promise((r) => setTimeout(r, 50));
     for (const s of this.servers) s.close();
     for (const c of this.clients) c.destroy();
-    for (const p of [this.files.muxSocket, this.files.agentSocket, this.files.controlSocket, this.files.qmpSocket]) {
+    for (const p of [
+      this.files.muxSocket,
+      this.files.agentSocket,
+      this.files.controlSocket,
+      this.files.qmpSocket,
+    ]) {
       await unlink(p).catch(() => {});
     }
     if (this.state.exit?.reason === 'owner_exit' && this.config.removeOnOwnerExit) {

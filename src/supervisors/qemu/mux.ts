@@ -64,6 +64,8 @@ export class MuxStream extends EventEmitter {
   private endQueued = false;
   private eofSent = false;
   private eofReceived = false;
+  private endEmitted = false;
+  private readonly inbox: Buffer[] = [];
 
   constructor(
     private readonly mux: Mux,
@@ -71,6 +73,9 @@ export class MuxStream extends EventEmitter {
     readonly port: number,
   ) {
     super();
+    this.on('newListener', (event: string) => {
+      if (event === 'data' || event === 'end') queueMicrotask(() => this.deliver());
+    });
   }
 
   get isOpen(): boolean {
@@ -123,10 +128,15 @@ export class MuxStream extends EventEmitter {
   /** @internal */
   onData(payload: Buffer): void {
     if (this.state === 'closed') return; // crossed a RESET
-    if (this.state === 'opening') throw new MicroagentError('GUEST_PROTOCOL', `DATA on stream ${this.id} before OPEN_OK`);
-    if (this.eofReceived) throw new MicroagentError('GUEST_PROTOCOL', `DATA on stream ${this.id} after EOF`);
+    if (this.state === 'opening')
+      throw new MicroagentError('GUEST_PROTOCOL', `DATA on stream ${this.id} before OPEN_OK`);
+    if (this.eofReceived)
+      throw new MicroagentError('GUEST_PROTOCOL', `DATA on stream ${this.id} after EOF`);
     if (payload.length === 0 || payload.length > MUX_MAX_DATA) {
-      throw new MicroagentError('GUEST_PROTOCOL', `DATA of ${payload.length} bytes on stream ${this.id}`);
+      throw new MicroagentError(
+        'GUEST_PROTOCOL',
+        `DATA of ${payload.length} bytes on stream ${this.id}`,
+      );
     }
     if (payload.length > this.recvWindow) {
       throw new MicroagentError(
@@ -135,31 +145,58 @@ export class MuxStream extends EventEmitter {
       );
     }
     this.recvWindow -= payload.length;
-    let done = false;
-    const consumed = (): void => {
-      if (done) return;
-      done = true;
-      this.returnCredit(payload.length);
-    };
-    if (this.listenerCount('data') === 0) consumed();
-    else this.emit('data', payload, consumed);
+    this.inbox.push(payload);
+    this.deliver();
+  }
+
+  /**
+   * Hands buffered guest data (and then the guest's EOF) to 'data'
+   * listeners. Data that arrives before anyone listens — e.g. in the same
+   * read as OPEN_OK, before openStream()'s caller attached its handler —
+   * waits here; the window bounds it.
+   */
+  private deliver(): void {
+    while (this.inbox.length > 0 && this.listenerCount('data') > 0 && this.state !== 'closed') {
+      const payload = this.inbox.shift()!;
+      let done = false;
+      const consumed = (): void => {
+        if (done) return;
+        done = true;
+        this.returnCredit(payload.length);
+      };
+      this.emit('data', payload, consumed);
+    }
+    if (
+      this.inbox.length === 0 &&
+      this.eofReceived &&
+      !this.endEmitted &&
+      this.state !== 'closed'
+    ) {
+      this.endEmitted = true;
+      this.emit('end');
+      this.maybeFinish();
+    }
   }
 
   /** @internal */
   onEof(): void {
     if (this.state === 'closed') return;
-    if (this.state === 'opening') throw new MicroagentError('GUEST_PROTOCOL', `EOF on stream ${this.id} before OPEN_OK`);
-    if (this.eofReceived) throw new MicroagentError('GUEST_PROTOCOL', `second EOF on stream ${this.id}`);
+    if (this.state === 'opening')
+      throw new MicroagentError('GUEST_PROTOCOL', `EOF on stream ${this.id} before OPEN_OK`);
+    if (this.eofReceived)
+      throw new MicroagentError('GUEST_PROTOCOL', `second EOF on stream ${this.id}`);
     this.eofReceived = true;
-    this.emit('end');
-    this.maybeFinish();
+    this.deliver();
   }
 
   /** @internal */
   onCredit(increment: number): void {
     if (this.state === 'closed') return;
     if (this.sendCredit + increment > MUX_WINDOW) {
-      throw new MicroagentError('GUEST_PROTOCOL', `guest returned more credit than it consumed on stream ${this.id}`);
+      throw new MicroagentError(
+        'GUEST_PROTOCOL',
+        `guest returned more credit than it consumed on stream ${this.id}`,
+      );
     }
     this.sendCredit += increment;
     this.flush();
@@ -171,6 +208,7 @@ export class MuxStream extends EventEmitter {
     this.state = 'closed';
     this.queue.length = 0;
     this.queued = 0;
+    this.inbox.length = 0;
     this.mux.forget(this);
     this.emit('reset', reason, byGuest);
     this.emit('close');
@@ -212,7 +250,7 @@ export class MuxStream extends EventEmitter {
   }
 
   private maybeFinish(): void {
-    if (this.state === 'open' && this.eofSent && this.eofReceived) {
+    if (this.state === 'open' && this.eofSent && this.endEmitted) {
       this.state = 'closed';
       this.mux.forget(this);
       this.emit('close');
@@ -224,7 +262,13 @@ function truncateReason(reason: string): Buffer {
   let b = Buffer.from(reason, 'utf8');
   if (b.length > MUX_MAX_RESET_REASON) {
     // Cut on a character boundary so the guest sees valid UTF-8.
-    b = Buffer.from(b.subarray(0, MUX_MAX_RESET_REASON).toString('utf8').replace(/\uFFFD$/, ''), 'utf8');
+    b = Buffer.from(
+      b
+        .subarray(0, MUX_MAX_RESET_REASON)
+        .toString('utf8')
+        .replace(/\uFFFD$/, ''),
+      'utf8',
+    );
     while (b.length > MUX_MAX_RESET_REASON) b = b.subarray(0, b.length - 1);
   }
   return b;
@@ -245,9 +289,15 @@ export class Mux extends EventEmitter {
   private readonly opening = new Map<number, PendingOpen>();
   /** Opens waiting for a free slot (the guest serves at most 64 streams). */
   private readonly waitingOpens: PendingOpen[] = [];
-  private readonly pings = new Map<string, { start: bigint; resolve: (us: number) => void; reject: (e: Error) => void }>();
+  private readonly pings = new Map<
+    string,
+    { start: bigint; resolve: (us: number) => void; reject: (e: Error) => void }
+  >();
   private pingCounter = 0n;
-  private readonly helloWaiters: { resolve: (h: GuestHello) => void; reject: (e: Error) => void }[] = [];
+  private readonly helloWaiters: {
+    resolve: (h: GuestHello) => void;
+    reject: (e: Error) => void;
+  }[] = [];
 
   constructor(private readonly socket: Duplex) {
     super();
@@ -282,7 +332,8 @@ export class Mux extends EventEmitter {
    * RESET reason (data.reason) or the channel's death reason.
    */
   async openStream(port: number): Promise<MuxStream> {
-    if (!Number.isInteger(port) || port < 0 || port > 0xffffffff) throw new RangeError(`bad port ${port}`);
+    if (!Number.isInteger(port) || port < 0 || port > 0xffffffff)
+      throw new RangeError(`bad port ${port}`);
     await this.ready();
     if (this.dead !== undefined) throw channelClosed(this.dead);
     const stream = new MuxStream(this, this.nextId++, port);
@@ -296,20 +347,34 @@ export class Mux extends EventEmitter {
   /** Raw channel round trip in microseconds; rejects after timeoutMs without a PONG. */
   ping(timeoutMs = 5000): Promise<number> {
     if (this.dead !== undefined) return Promise.reject(channelClosed(this.dead));
-    if (!this.guestHello) return Promise.reject(new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', 'the guest is not ready yet'));
+    if (!this.guestHello)
+      return Promise.reject(
+        new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', 'the guest is not ready yet'),
+      );
     const payload = Buffer.allocUnsafe(8);
     payload.writeBigUInt64BE(++this.pingCounter);
     const key = payload.toString('hex');
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pings.delete(key);
-        reject(new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', `the guest did not answer a PING within ${timeoutMs} ms`));
+        reject(
+          new MicroagentError(
+            'GUEST_CHANNEL_UNAVAILABLE',
+            `the guest did not answer a PING within ${timeoutMs} ms`,
+          ),
+        );
       }, timeoutMs);
-      const settle = <T>(f: (v: T) => void) => (v: T): void => {
-        clearTimeout(timer);
-        f(v);
-      };
-      this.pings.set(key, { start: process.hrtime.bigint(), resolve: settle(resolve), reject: settle(reject) });
+      const settle =
+        <T>(f: (v: T) => void) =>
+        (v: T): void => {
+          clearTimeout(timer);
+          f(v);
+        };
+      this.pings.set(key, {
+        start: process.hrtime.bigint(),
+        resolve: settle(resolve),
+        reject: settle(reject),
+      });
       this.sendFrame(0, FrameType.PING, payload);
     });
   }
@@ -317,7 +382,10 @@ export class Mux extends EventEmitter {
   /** Asks the guest to power off (docs/protocol.md §1 "Power off"). */
   powerOff(reason: string): void {
     if (this.dead !== undefined || !this.guestHello) {
-      throw new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', 'the guest is not ready; it cannot be asked to power off');
+      throw new MicroagentError(
+        'GUEST_CHANNEL_UNAVAILABLE',
+        'the guest is not ready; it cannot be asked to power off',
+      );
     }
     this.sendFrame(0, FrameType.POWEROFF, Buffer.from(JSON.stringify({ reason }), 'utf8'));
   }
@@ -346,7 +414,11 @@ export class Mux extends EventEmitter {
   // ---- internals ---------------------------------------------------------------
 
   /** @internal */
-  sendFrame(stream: number, type: (typeof FrameType)[keyof typeof FrameType], payload?: Uint8Array): void {
+  sendFrame(
+    stream: number,
+    type: (typeof FrameType)[keyof typeof FrameType],
+    payload?: Uint8Array,
+  ): void {
     if (this.dead !== undefined) return;
     // No backpressure on the shared socket on purpose: what can be queued is
     // bounded by the per-stream windows plus small control frames.
@@ -357,7 +429,11 @@ export class Mux extends EventEmitter {
   forget(stream: MuxStream): void {
     this.opening.delete(stream.id);
     if (this.streams.get(stream.id) === stream) this.streams.delete(stream.id);
-    while (this.dead === undefined && this.streams.size < MUX_MAX_STREAMS && this.waitingOpens.length > 0) {
+    while (
+      this.dead === undefined &&
+      this.streams.size < MUX_MAX_STREAMS &&
+      this.waitingOpens.length > 0
+    ) {
       this.startOpen(this.waitingOpens.shift()!);
     }
   }
@@ -384,7 +460,11 @@ export class Mux extends EventEmitter {
     const e =
       err instanceof MicroagentError
         ? err
-        : new MicroagentError('GUEST_PROTOCOL', `guest protocol error: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+        : new MicroagentError(
+            'GUEST_PROTOCOL',
+            `guest protocol error: ${err instanceof Error ? err.message : String(err)}`,
+            { cause: err },
+          );
     // 'error' first, so the owner learns why before the 'close' that follows.
     if (this.listenerCount('error') > 0) this.emit('error', e);
     this.shutdown(e.message);
@@ -396,11 +476,17 @@ export class Mux extends EventEmitter {
     }
     switch (f.type) {
       case FrameType.HELLO: {
-        if (f.stream !== 0) throw new MicroagentError('GUEST_PROTOCOL', 'HELLO on a non-zero stream');
-        if (this.guestHello) throw new MicroagentError('GUEST_PROTOCOL', 'second HELLO from the guest');
+        if (f.stream !== 0)
+          throw new MicroagentError('GUEST_PROTOCOL', 'HELLO on a non-zero stream');
+        if (this.guestHello)
+          throw new MicroagentError('GUEST_PROTOCOL', 'second HELLO from the guest');
         const hello = GuestHelloSchema.parse(parseJson(f.payload, 'HELLO'));
         this.guestHello = hello;
-        this.sendFrame(0, FrameType.HELLO, Buffer.from(JSON.stringify({ v: PROTOCOL_VERSION, timeMs: Date.now() }), 'utf8'));
+        this.sendFrame(
+          0,
+          FrameType.HELLO,
+          Buffer.from(JSON.stringify({ v: PROTOCOL_VERSION, timeMs: Date.now() }), 'utf8'),
+        );
         for (const w of this.helloWaiters.splice(0)) w.resolve(hello);
         this.emit('hello', hello);
         return;
@@ -426,23 +512,29 @@ export class Mux extends EventEmitter {
           this.requireKnown(f);
           return; // crossed our RESET
         }
-        if (f.payload.length !== 0) throw new MicroagentError('GUEST_PROTOCOL', 'OPEN_OK with a payload');
+        if (f.payload.length !== 0)
+          throw new MicroagentError('GUEST_PROTOCOL', 'OPEN_OK with a payload');
         this.opening.delete(f.stream);
         p.stream.onOpened();
         p.resolve(p.stream);
         return;
       }
       case FrameType.RESET: {
-        if (f.payload.length > MUX_MAX_RESET_REASON) throw new MicroagentError('GUEST_PROTOCOL', 'RESET reason too long');
+        if (f.payload.length > MUX_MAX_RESET_REASON)
+          throw new MicroagentError('GUEST_PROTOCOL', 'RESET reason too long');
         const reason = f.payload.toString('utf8');
         const p = this.opening.get(f.stream);
         if (p) {
           this.opening.delete(f.stream);
           p.stream.terminate(reason, true);
           p.reject(
-            new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', `the guest refused port ${p.stream.port}: ${reason}`, {
-              data: { port: p.stream.port, reason },
-            }),
+            new MicroagentError(
+              'GUEST_CHANNEL_UNAVAILABLE',
+              `the guest refused port ${p.stream.port}: ${reason}`,
+              {
+                data: { port: p.stream.port, reason },
+              },
+            ),
           );
           return;
         }
@@ -461,10 +553,12 @@ export class Mux extends EventEmitter {
         }
         if (f.type === FrameType.DATA) s.onData(f.payload);
         else if (f.type === FrameType.EOF) {
-          if (f.payload.length !== 0) throw new MicroagentError('GUEST_PROTOCOL', 'EOF with a payload');
+          if (f.payload.length !== 0)
+            throw new MicroagentError('GUEST_PROTOCOL', 'EOF with a payload');
           s.onEof();
         } else {
-          if (f.payload.length !== 4) throw new MicroagentError('GUEST_PROTOCOL', 'CREDIT payload is not a u32');
+          if (f.payload.length !== 4)
+            throw new MicroagentError('GUEST_PROTOCOL', 'CREDIT payload is not a u32');
           s.onCredit(f.payload.readUInt32BE(0));
         }
         return;
@@ -475,13 +569,17 @@ export class Mux extends EventEmitter {
   }
 
   private requireControl(f: Frame): void {
-    if (f.stream !== 0) throw new MicroagentError('GUEST_PROTOCOL', `control frame ${f.type} on stream ${f.stream}`);
+    if (f.stream !== 0)
+      throw new MicroagentError('GUEST_PROTOCOL', `control frame ${f.type} on stream ${f.stream}`);
   }
 
   /** Frames for an id we never opened are fatal; for a finished one, ignored. */
   private requireKnown(f: Frame): void {
     if (f.stream === 0 || f.stream >= this.nextId) {
-      throw new MicroagentError('GUEST_PROTOCOL', `frame type ${f.type} on unknown stream ${f.stream}`);
+      throw new MicroagentError(
+        'GUEST_PROTOCOL',
+        `frame type ${f.type} on unknown stream ${f.stream}`,
+      );
     }
   }
 }
@@ -495,5 +593,9 @@ function parseJson(payload: Buffer, what: string): unknown {
 }
 
 function channelClosed(reason: string): MicroagentError {
-  return new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', `the guest channel is closed: ${reason}`, { data: { reason } });
+  return new MicroagentError(
+    'GUEST_CHANNEL_UNAVAILABLE',
+    `the guest channel is closed: ${reason}`,
+    { data: { reason } },
+  );
 }

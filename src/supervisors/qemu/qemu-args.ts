@@ -59,7 +59,8 @@ export function kernelCmdline(spec: Pick<QemuSpec, 'accel' | 'tscKhz' | 'cmdline
     words.push(`tsc_early_khz=${spec.tscKhz}`, 'tsc=reliable');
   }
   for (const w of spec.cmdline ?? []) {
-    if (w.length === 0 || /\s/.test(w)) throw new RangeError(`bad kernel argument ${JSON.stringify(w)}`);
+    if (w.length === 0 || /\s/.test(w))
+      throw new RangeError(`bad kernel argument ${JSON.stringify(w)}`);
     words.push(w);
   }
   return words.join(' ');

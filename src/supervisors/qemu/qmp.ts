@@ -53,7 +53,11 @@ export class QmpClient extends EventEmitter {
    * timeoutMs) and negotiates capabilities. `alive` lets the caller stop the
    * retries early when QEMU has already exited.
    */
-  static async connect(path: string, timeoutMs: number, alive: () => boolean = () => true): Promise<QmpClient> {
+  static async connect(
+    path: string,
+    timeoutMs: number,
+    alive: () => boolean = () => true,
+  ): Promise<QmpClient> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
@@ -70,9 +74,13 @@ export class QmpClient extends EventEmitter {
         return client;
       } catch (err) {
         if (Date.now() >= deadline || !alive()) {
-          throw new MicroagentError('VMM_START_FAILED', `cannot reach QEMU's QMP socket ${path}: ${(err as Error).message}`, {
-            cause: err,
-          });
+          throw new MicroagentError(
+            'VMM_START_FAILED',
+            `cannot reach QEMU's QMP socket ${path}: ${(err as Error).message}`,
+            {
+              cause: err,
+            },
+          );
         }
         await sleep(20);
       }
@@ -96,12 +104,20 @@ export class QmpClient extends EventEmitter {
 
   /** Runs a QMP command; resolves with its `return` value, rejects with its `error`. */
   execute(command: string, args?: Record<string, unknown>, timeoutMs = 10_000): Promise<unknown> {
-    if (this.closedFlag) return Promise.reject(new MicroagentError('VM_EXITED', `QMP is closed; cannot run \`${command}\``));
+    if (this.closedFlag)
+      return Promise.reject(
+        new MicroagentError('VM_EXITED', `QMP is closed; cannot run \`${command}\``),
+      );
     const id = String(this.nextId++);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new MicroagentError('VMM_START_FAILED', `QMP \`${command}\` did not answer within ${timeoutMs} ms`));
+        reject(
+          new MicroagentError(
+            'VMM_START_FAILED',
+            `QMP \`${command}\` did not answer within ${timeoutMs} ms`,
+          ),
+        );
       }, timeoutMs);
       this.pending.set(id, {
         command,
@@ -114,7 +130,9 @@ export class QmpClient extends EventEmitter {
           reject(e);
         },
       });
-      this.socket.write(JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id }) + '\n');
+      this.socket.write(
+        JSON.stringify({ execute: command, ...(args ? { arguments: args } : {}), id }) + '\n',
+      );
     });
   }
 
@@ -146,7 +164,12 @@ export class QmpClient extends EventEmitter {
         this.pending.delete(msg.id);
         if ('error' in msg) {
           const e = msg.error as { class?: string; desc?: string };
-          p.reject(new MicroagentError('INTERNAL', `QMP \`${p.command}\` failed: ${e.class ?? ''} ${e.desc ?? ''}`.trim()));
+          p.reject(
+            new MicroagentError(
+              'INTERNAL',
+              `QMP \`${p.command}\` failed: ${e.class ?? ''} ${e.desc ?? ''}`.trim(),
+            ),
+          );
         } else p.resolve(msg.return);
       }
     }

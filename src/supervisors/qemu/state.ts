@@ -6,9 +6,21 @@
  */
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
-import { AccelSchema, IdentitySchema, OwnerSchema, SerializedErrorSchema, VmStatusSchema, type VmStatus } from '../../vmkit/schema.js';
+import {
+  AccelSchema,
+  IdentitySchema,
+  OwnerSchema,
+  SerializedErrorSchema,
+  VmStatusSchema,
+  type VmStatus,
+} from '../../vmkit/schema.js';
 export { OwnerSchema, type Owner } from '../../vmkit/schema.js';
-export { ExitReasonSchema, VmStateSchema, type ExitReason, type VmState } from '../../vmkit/schema.js';
+export {
+  ExitReasonSchema,
+  VmStateSchema,
+  type ExitReason,
+  type VmState,
+} from '../../vmkit/schema.js';
 
 /** Files in a workspace's runtime folder (same names as WorkspacePaths). */
 export function runtimeFiles(runtimeDir: string) {
@@ -50,9 +62,12 @@ export const MonitorConfigSchema = z
     removeOnOwnerExit: z.boolean(),
   })
   .strict()
-  .refine((c) => !c.removeOnOwnerExit || resolve(dirname(c.runtimeDir)) === resolve(c.workspaceDir), {
-    message: 'removeOnOwnerExit needs workspaceDir to be the parent of runtimeDir',
-  });
+  .refine(
+    (c) => !c.removeOnOwnerExit || resolve(dirname(c.runtimeDir)) === resolve(c.workspaceDir),
+    {
+      message: 'removeOnOwnerExit needs workspaceDir to be the parent of runtimeDir',
+    },
+  );
 export type MonitorConfig = z.infer<typeof MonitorConfigSchema>;
 
 /** monitor.json is the backend-neutral VM status (src/vmkit/schema.ts). */
@@ -63,9 +78,13 @@ export type MonitorState = VmStatus;
 
 export const CtlRequestSchema = z.discriminatedUnion('cmd', [
   z.object({ cmd: z.literal('status') }).strict(),
-  z.object({ cmd: z.literal('stop'), graceMs: z.number().int().nonnegative().max(3_600_000) }).strict(),
+  z
+    .object({ cmd: z.literal('stop'), graceMs: z.number().int().nonnegative().max(3_600_000) })
+    .strict(),
   z.object({ cmd: z.literal('kill') }).strict(),
-  z.object({ cmd: z.literal('wait'), timeoutMs: z.number().int().nonnegative().optional() }).strict(),
+  z
+    .object({ cmd: z.literal('wait'), timeoutMs: z.number().int().nonnegative().optional() })
+    .strict(),
   z.object({ cmd: z.literal('pause') }).strict(),
   z.object({ cmd: z.literal('resume') }).strict(),
   z.object({ cmd: z.literal('ping') }).strict(),

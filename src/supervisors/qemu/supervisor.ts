@@ -52,17 +52,27 @@ export async function handleRequest(raw: unknown): Promise<SupervisorOutcome> {
   try {
     req = SupervisorRequestSchema.parse(raw);
   } catch (err) {
-    const e = new MicroagentError('INVALID_ARGUMENT', `invalid supervisor request: ${zodMessage(err)}`, { cause: err });
+    const e = new MicroagentError(
+      'INVALID_ARGUMENT',
+      `invalid supervisor request: ${zodMessage(err)}`,
+      { cause: err },
+    );
     return { response: { ok: false, error: e.toJSON() }, exitCode: SupervisorExit.BAD_REQUEST };
   }
   try {
     if (req.identity.backend !== 'qemu') {
-      throw new MicroagentError('INVALID_ARGUMENT', `this is the qemu supervisor; identity.backend is ${req.identity.backend}`);
+      throw new MicroagentError(
+        'INVALID_ARGUMENT',
+        `this is the qemu supervisor; identity.backend is ${req.identity.backend}`,
+      );
     }
     const response = await dispatch(req);
     return { response, exitCode: SupervisorExit.OK };
   } catch (err) {
-    return { response: { ok: false, error: toMicroagentError(err).toJSON() }, exitCode: SupervisorExit.FAILED };
+    return {
+      response: { ok: false, error: toMicroagentError(err).toJSON() },
+      exitCode: SupervisorExit.FAILED,
+    };
   }
 }
 
@@ -80,7 +90,12 @@ async function dispatch(req: SupervisorRequest): Promise<SupervisorResponse> {
     case 'status':
       return viaMonitor(req.command, req.runtimeDir, { cmd: 'status' }, CTL_TIMEOUT_MS);
     case 'stop':
-      return viaMonitor(req.command, req.runtimeDir, { cmd: 'stop', graceMs: req.graceMs }, req.graceMs + CTL_TIMEOUT_MS);
+      return viaMonitor(
+        req.command,
+        req.runtimeDir,
+        { cmd: 'stop', graceMs: req.graceMs },
+        req.graceMs + CTL_TIMEOUT_MS,
+      );
     case 'kill':
       return viaMonitor(req.command, req.runtimeDir, { cmd: 'kill' }, CTL_TIMEOUT_MS);
     case 'wait':
@@ -112,10 +127,18 @@ async function viaMonitor(
     if (!isUnreachable(err)) throw err;
   }
   const status = await reconcile(files);
-  if ((command === 'pause' || command === 'resume') && status?.state !== 'paused' && status?.state !== 'ready') {
-    throw new MicroagentError('VM_NOT_RUNNING', `cannot ${command}: the VM is ${status ? status.state : 'not started'}`, {
-      data: { status },
-    });
+  if (
+    (command === 'pause' || command === 'resume') &&
+    status?.state !== 'paused' &&
+    status?.state !== 'ready'
+  ) {
+    throw new MicroagentError(
+      'VM_NOT_RUNNING',
+      `cannot ${command}: the VM is ${status ? status.state : 'not started'}`,
+      {
+        data: { status },
+      },
+    );
   }
   return { ok: true, command, status, reconciled: true };
 }
@@ -131,9 +154,13 @@ export async function readMonitorState(files: RuntimeFiles): Promise<MonitorStat
   try {
     return MonitorStateSchema.parse(JSON.parse(text));
   } catch (err) {
-    throw new MicroagentError('STATE_CORRUPT', `${files.monitorState} is not a valid monitor state: ${zodMessage(err)}`, {
-      cause: err,
-    });
+    throw new MicroagentError(
+      'STATE_CORRUPT',
+      `${files.monitorState} is not a valid monitor state: ${zodMessage(err)}`,
+      {
+        cause: err,
+      },
+    );
   }
 }
 
@@ -148,7 +175,11 @@ async function reconcile(files: RuntimeFiles): Promise<MonitorState | null> {
   if (st.state === 'exited') return st;
   if (isAlive(st.monitorPid) && (await isOurProcess(st.monitorPid, files.dir))) return st; // still starting up
   let detail = `the monitor (pid ${st.monitorPid}) is gone`;
-  if (st.qemuPid !== undefined && isAlive(st.qemuPid) && (await isOurProcess(st.qemuPid, files.dir))) {
+  if (
+    st.qemuPid !== undefined &&
+    isAlive(st.qemuPid) &&
+    (await isOurProcess(st.qemuPid, files.dir))
+  ) {
     signalGroup(st.qemuPid, 'SIGKILL');
     for (let i = 0; i < 250 && isAlive(st.qemuPid); i++) await sleep(20);
     detail += `; its orphan QEMU (pid ${st.qemuPid}) was killed`;
@@ -159,7 +190,8 @@ async function reconcile(files: RuntimeFiles): Promise<MonitorState | null> {
     exit: { code: null, signal: null, reason: 'monitor_lost', detail, at: Date.now() },
   };
   await writeJsonAtomic(files.monitorState, next).catch(() => {});
-  for (const p of [files.muxSocket, files.agentSocket, files.controlSocket, files.qmpSocket]) await unlink(p).catch(() => {});
+  for (const p of [files.muxSocket, files.agentSocket, files.controlSocket, files.qmpSocket])
+    await unlink(p).catch(() => {});
   return next;
 }
 
@@ -180,28 +212,43 @@ async function start(req: Extract<SupervisorRequest, { command: 'start' }>): Pro
   const files = runtimeFiles(c.runtimeDir);
   for (const p of [files.muxSocket, files.agentSocket, files.controlSocket, files.qmpSocket]) {
     if (Buffer.byteLength(p) > MAX_SOCKET_PATH) {
-      throw new MicroagentError('STATE_DIR_INVALID', `socket path ${p} is longer than ${MAX_SOCKET_PATH} bytes`);
+      throw new MicroagentError(
+        'STATE_DIR_INVALID',
+        `socket path ${p} is longer than ${MAX_SOCKET_PATH} bytes`,
+      );
     }
   }
   await mustExist(c.kernel.path, 'kernel');
   if (c.kernel.initramfs !== undefined) await mustExist(c.kernel.initramfs, 'initramfs');
   for (const d of c.disks) await mustExist(d.path, `disk ${d.serial}`);
   const serials = new Set(c.disks.map((d) => d.serial));
-  if (serials.size !== c.disks.length) throw new MicroagentError('INVALID_ARGUMENT', 'two disks have the same serial');
-  const qemuBinary = await resolveProgram(c.qemuBinary ?? process.env.MICROAGENT_QEMU ?? 'qemu-system-x86_64');
+  if (serials.size !== c.disks.length)
+    throw new MicroagentError('INVALID_ARGUMENT', 'two disks have the same serial');
+  const qemuBinary = await resolveProgram(
+    c.qemuBinary ?? process.env.MICROAGENT_QEMU ?? 'qemu-system-x86_64',
+  );
   try {
     await access(BUILD.vmmExec, constants.X_OK);
   } catch {
     throw new MicroagentError('HOST_TOOL_MISSING', `${BUILD.vmmExec} is missing`, {
-      remediation: 'Build it with `npm run build` (or `make build/vmm-exec`) in the microagent checkout.',
+      remediation:
+        'Build it with `npm run build` (or `make build/vmm-exec`) in the microagent checkout.',
     });
   }
 
   await mkdir(c.workspaceDir, { recursive: true, mode: 0o700 });
   await mkdir(c.runtimeDir, { recursive: true, mode: 0o700 });
   const previous = await readMonitorState(files).catch(() => undefined);
-  if (previous && previous.state !== 'exited' && isAlive(previous.monitorPid) && (await isOurProcess(previous.monitorPid, c.runtimeDir))) {
-    throw new MicroagentError('VM_RUNNING', `a monitor (pid ${previous.monitorPid}) already runs this VM (${previous.state})`);
+  if (
+    previous &&
+    previous.state !== 'exited' &&
+    isAlive(previous.monitorPid) &&
+    (await isOurProcess(previous.monitorPid, c.runtimeDir))
+  ) {
+    throw new MicroagentError(
+      'VM_RUNNING',
+      `a monitor (pid ${previous.monitorPid}) already runs this VM (${previous.state})`,
+    );
   }
   // One runtime folder = one boot: clear the previous boot's files.
   for (const f of Object.values(files)) {
@@ -215,7 +262,10 @@ async function start(req: Extract<SupervisorRequest, { command: 'start' }>): Pro
     throw new MicroagentError('INVALID_ARGUMENT', (err as Error).message);
   }
   if (accel.accel === 'tcg' && accel.tscKhz === undefined) {
-    throw new MicroagentError('INTERNAL', 'cannot read the host TSC frequency from /proc/cpuinfo (needed under TCG)');
+    throw new MicroagentError(
+      'INTERNAL',
+      'cannot read the host TSC frequency from /proc/cpuinfo (needed under TCG)',
+    );
   }
   const argv = buildQemuArgs({
     qemuBinary,
@@ -261,7 +311,8 @@ async function start(req: Extract<SupervisorRequest, { command: 'start' }>): Pro
   } finally {
     closeSync(logFd);
   }
-  if (monitorPid === undefined) throw new MicroagentError('VMM_START_FAILED', 'cannot spawn the monitor process');
+  if (monitorPid === undefined)
+    throw new MicroagentError('VMM_START_FAILED', 'cannot spawn the monitor process');
 
   const status = await waitStarted(files, monitorPid);
   if (status.state === 'exited' || status.qemuPid === undefined) {
@@ -295,15 +346,23 @@ async function waitStarted(files: RuntimeFiles, monitorPid: number): Promise<Mon
       const again = await readMonitorState(files).catch(() => undefined);
       if (again && again.monitorPid === monitorPid && again.state !== 'starting') return again;
       const log = await readTail(files.monitorLog, 20);
-      throw new MicroagentError('VMM_START_FAILED', `the monitor exited before QEMU started${log ? `:\n${log}` : ''}`, {
-        data: { monitorLog: log },
-      });
+      throw new MicroagentError(
+        'VMM_START_FAILED',
+        `the monitor exited before QEMU started${log ? `:\n${log}` : ''}`,
+        {
+          data: { monitorLog: log },
+        },
+      );
     }
     if (Date.now() > deadline) {
       signalGroup(monitorPid, 'SIGTERM'); // its handler kills QEMU
-      throw new MicroagentError('VMM_START_FAILED', `QEMU did not start within ${START_TIMEOUT_MS} ms`, {
-        data: { monitorLog: await readTail(files.monitorLog, 20) },
-      });
+      throw new MicroagentError(
+        'VMM_START_FAILED',
+        `QEMU did not start within ${START_TIMEOUT_MS} ms`,
+        {
+          data: { monitorLog: await readTail(files.monitorLog, 20) },
+        },
+      );
     }
     await sleep(10);
   }
@@ -314,13 +373,21 @@ async function mustExist(path: string, what: string): Promise<void> {
     const s = await stat(path);
     if (!s.isFile() && !s.isBlockDevice()) throw new Error('not a file');
   } catch {
-    throw new MicroagentError('INVALID_ARGUMENT', `the ${what} ${path} does not exist or is not a file`);
+    throw new MicroagentError(
+      'INVALID_ARGUMENT',
+      `the ${what} ${path} does not exist or is not a file`,
+    );
   }
 }
 
 /** An absolute path for a program name (vmm-exec uses execv: no PATH search). */
 async function resolveProgram(name: string): Promise<string> {
-  const candidates = name.includes('/') ? [name] : (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((d) => join(d, name));
+  const candidates = name.includes('/')
+    ? [name]
+    : (process.env.PATH ?? '')
+        .split(delimiter)
+        .filter(Boolean)
+        .map((d) => join(d, name));
   for (const p of candidates) {
     try {
       await access(p, constants.X_OK);
