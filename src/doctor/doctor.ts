@@ -5,7 +5,7 @@
 import { access, constants, stat } from 'node:fs/promises';
 import { BUILD, StatePaths } from '../paths.js';
 import { run } from '../proc/spawn.js';
-import { detectAccel } from '../supervisors/qemu/accel.js';
+import { chooseAccel } from '../supervisors/qemu/accel.js';
 import { listKernels, verifyKernel } from '../kernel/index.js';
 import { sha256File } from '../util/fs.js';
 import { supervisorPath } from '../workspace/vm.js';
@@ -33,7 +33,7 @@ export async function doctor(options: { stateDir?: string } = {}): Promise<Docto
   checks.push(await toolCheck('qemu', ['qemu-system-x86_64', '--version'], 'qemu-system-x86'));
   checks.push(await toolCheck('qemu-img', ['qemu-img', '--version'], 'qemu-utils'));
 
-  const accel = await detectAccel();
+  const accel = chooseAccel('auto');
   checks.push({
     name: 'accelerator',
     status: accel.accel === 'kvm' ? 'ok' : 'warn',

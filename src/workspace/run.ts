@@ -173,8 +173,8 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
         onStderr: options.onStderr ?? (() => {}),
         ...(options.stdin ? { stdin: options.stdin } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
-        connectTimeoutMs: (options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS) + 5_000,
-        onConnected: () => {
+        timeoutMs: (options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS) + 5_000,
+        onStarted: () => {
           tReady = performance.now();
           options.onProgress?.({
             phase: 'ready',

@@ -9,8 +9,7 @@ import { BUILD, type StatePaths, type WorkspacePaths } from '../paths.js';
 import { procStat } from '../proc/spawn.js';
 import { createOverlay, writeConfigDisk } from '../rootfs/disks.js';
 import { callSupervisor } from '../vmkit/client.js';
-import type { SupervisorRequest } from '../vmkit/schema.js';
-import { MicroagentError } from '../errors.js';
+import type { SupervisorRequestInput } from '../vmkit/schema.js';
 import { hostnameFor } from './names.js';
 import type { Resources } from './profiles.js';
 import type { Identity, WorkspaceRecord } from './record.js';
@@ -81,8 +80,8 @@ export function supervisorPath(): string {
   return process.env.MICROAGENT_QEMU_SUPERVISOR || BUILD.qemuSupervisor;
 }
 
-function supervisorIdentity(identity: Identity): SupervisorRequest['identity'] {
-  return { ...identity };
+function supervisorIdentity(identity: Identity): SupervisorRequestInput['identity'] {
+  return { ...identity, backend: 'qemu' };
 }
 
 export async function startVm(
@@ -116,14 +115,11 @@ export async function startVm(
     },
     { timeoutMs: 30_000 },
   );
-  if (!response.ok) {
-    throw new MicroagentError('VMM_START_FAILED', 'the supervisor did not start the VM');
-  }
   return {
-    accel: String(response.accel ?? 'unknown'),
-    accelReason: String(response.accelReason ?? ''),
-    monitorPid: Number(response.monitorPid ?? 0),
-    qemuPid: Number(response.qemuPid ?? 0),
+    accel: response.accel,
+    accelReason: response.accelReason,
+    monitorPid: response.monitorPid,
+    qemuPid: response.qemuPid,
   };
 }
 
@@ -139,11 +135,12 @@ export async function stopVm(
       v: 1,
       command: 'stop',
       identity: supervisorIdentity(identity),
-      config: { runtimeDir: ws.runtime, workspaceDir: ws.dir, graceMs: 5000 },
+      runtimeDir: ws.runtime,
+      graceMs: 5000,
     },
     { timeoutMs: 20_000 },
   );
-  if (!response.ok || response.timedOut === true) await killVm(_paths, ws, identity);
+  if (response.timedOut === true) await killVm(_paths, ws, identity);
 }
 
 export async function killVm(
@@ -157,7 +154,7 @@ export async function killVm(
       v: 1,
       command: 'kill',
       identity: supervisorIdentity(identity),
-      config: { runtimeDir: ws.runtime, workspaceDir: ws.dir },
+      runtimeDir: ws.runtime,
     },
     { timeoutMs: 20_000 },
   );

@@ -1,0 +1,106 @@
+/**
+ * `npm run bench`: speed figures as ratios against baselines measured in the
+ * same run, alternating the two sides so host noise hits both alike. Prints
+ * numbers; asserts nothing (timing is not a test on these machines).
+ *
+ *   BENCH_ITERATIONS=7 npm run bench
+ */
+import { spawn } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { ensureDefaultImage } from '../src/image/default-image.js';
+import { prepareBootKernel } from '../src/kernel/index.js';
+import { PACKAGE_ROOT, StatePaths } from '../src/paths.js';
+import { createOverlay, writeConfigDisk } from '../src/rootfs/disks.js';
+import { chooseAccel, realHostProbe } from '../src/supervisors/qemu/accel.js';
+import { buildQemuArgs } from '../src/supervisors/qemu/qemu-args.js';
+import { ensurePrivateDir } from '../src/util/fs.js';
+import { PROFILES, DEFAULT_PROFILE } from '../src/workspace/profiles.js';
+
+const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 5);
+const STATE_DIR = process.env.MICROAGENT_BENCH_STATE_DIR ?? join(PACKAGE_ROOT, '.local', 'bench-state');
+const CLI = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+function timeProcess(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ ms: number; code: number | null }> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0] as string, argv.slice(1), { env, stdio: ['ignore', 'ignore', 'inherit'] });
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ ms: performance.now() - t0, code }));
+  });
+}
+
+async function benchRunTrue(): Promise<void> {
+  const paths = new StatePaths(STATE_DIR);
+  await ensurePrivateDir(paths.root);
+  const env = { ...process.env, MICROAGENT_STATE_DIR: STATE_DIR };
+  // Warm up: installs the kernel and builds the image outside the timings.
+  const warm = await timeProcess([process.execPath, CLI, 'run', '--', 'true'], env);
+  if (warm.code !== 0) throw new Error('microagent run -- true failed during warm-up');
+
+  const kernel = await prepareBootKernel(paths, { autoInstall: true });
+  const image = await ensureDefaultImage(paths);
+  const accel = chooseAccel('auto', realHostProbe);
+  const dir = join(paths.tmp, `bench-raw-${process.pid}`);
+  await ensurePrivateDir(dir);
+  const mux = createServer((socket) => socket.on('error', () => {}).resume());
+  await new Promise<void>((r) => mux.listen(join(dir, 'mux.sock'), r));
+  await writeConfigDisk(join(dir, 'config.img'), { v: 1, workspace: 'bench', hostname: 'bench' });
+  const profile = PROFILES[DEFAULT_PROFILE];
+
+  const raw: number[] = [];
+  const ours: number[] = [];
+  try {
+    for (let i = 0; i < ITERATIONS; i++) {
+      // Raw QEMU: the same kernel, initramfs, image and devices; the init
+      // powers off right after its mounts (microagent.bench=poweroff).
+      const overlay = join(dir, `overlay-${i}.qcow2`);
+      await createOverlay(image.path, overlay);
+      const argv = buildQemuArgs({
+        qemuBinary: 'qemu-system-x86_64',
+        accel: accel.accel,
+        ...(accel.tscKhz !== undefined ? { tscKhz: accel.tscKhz } : {}),
+        cpus: profile.cpus,
+        memoryMiB: profile.memoryMiB,
+        kernel: kernel.kernelPath,
+        initramfs: kernel.initramfsPath,
+        cmdline: ['microagent.bench=poweroff'],
+        disks: [
+          { path: overlay, format: 'qcow2', readOnly: false, serial: 'ma-root' },
+          { path: join(dir, 'config.img'), format: 'raw', readOnly: true, serial: 'ma-config' },
+        ],
+        serialLog: join(dir, 'serial.log'),
+        muxSocket: join(dir, 'mux.sock'),
+        qmpSocket: join(dir, 'qmp.sock'),
+        pidFile: join(dir, 'qemu.pid'),
+      });
+      const r = await timeProcess(argv);
+      if (r.code !== 0) throw new Error(`raw QEMU boot exited ${r.code}; see ${join(dir, 'serial.log')}`);
+      raw.push(r.ms);
+      await rm(overlay, { force: true });
+
+      const o = await timeProcess([process.execPath, CLI, 'run', '--', 'true'], env);
+      if (o.code !== 0) throw new Error(`microagent run -- true exited ${o.code}`);
+      ours.push(o.ms);
+      process.stderr.write(`  iteration ${i + 1}/${ITERATIONS}: raw ${raw.at(-1)?.toFixed(0)} ms, run ${o.ms.toFixed(0)} ms\n`);
+    }
+  } finally {
+    mux.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+  const mr = median(raw);
+  const mo = median(ours);
+  console.log(`run -- true vs raw QEMU boot (${accel.accel}, ${ITERATIONS} alternating iterations)`);
+  console.log(`  raw QEMU boot+poweroff   median ${mr.toFixed(0)} ms`);
+  console.log(`  microagent run -- true   median ${mo.toFixed(0)} ms`);
+  console.log(`  ratio ${(mo / mr).toFixed(3)} (goal ≤ 1.15), overhead ${(mo - mr).toFixed(0)} ms (goal ≤ 300 ms)`);
+}
+
+await benchRunTrue();
