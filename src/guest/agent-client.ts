@@ -151,12 +151,15 @@ async function errFromReply(
   runDir: string,
 ): Promise<MicroagentError> {
   switch (token) {
-    case 'boot_failed':
+    case 'boot_failed': {
+      const st = await readStatus(runDir);
       return withConsole(
-        'BOOT_FAILED',
+        bootFailureCode(st),
         `the VM stopped before the guest was ready: ${text}`,
         runDir,
+        st,
       );
+    }
     case 'vm_exited':
       return withConsole('VM_EXITED', `the VM has stopped: ${text}`, runDir);
     case 'refused':
@@ -196,12 +199,17 @@ export async function vmFailure(runDir: string): Promise<MicroagentError | undef
   const how = `${st.exit?.reason ?? 'unknown'}${st.exit?.detail ? `: ${st.exit.detail}` : ''}`;
   if (st.readyAt === undefined)
     return withConsole(
-      'BOOT_FAILED',
+      bootFailureCode(st),
       `the VM stopped before the guest was ready (${how})`,
       runDir,
       st,
     );
   return withConsole('VM_EXITED', `the VM has stopped (${how})`, runDir, st);
+}
+
+/** A guest that was still booting when its boot deadline hit may boot on a retry. */
+function bootFailureCode(st: VmStatus | undefined): ErrorCode {
+  return st?.exit?.reason === 'boot_timeout' ? 'BOOT_TIMEOUT' : 'BOOT_FAILED';
 }
 
 async function withConsole(
