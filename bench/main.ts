@@ -19,7 +19,8 @@ import { ensurePrivateDir } from '../src/util/fs.js';
 import { PROFILES, DEFAULT_PROFILE } from '../src/workspace/profiles.js';
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 5);
-const STATE_DIR = process.env.MICROAGENT_BENCH_STATE_DIR ?? join(PACKAGE_ROOT, '.local', 'bench-state');
+const STATE_DIR =
+  process.env.MICROAGENT_BENCH_STATE_DIR ?? join(PACKAGE_ROOT, '.local', 'bench-state');
 const CLI = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
 
 function median(values: number[]): number {
@@ -28,10 +29,16 @@ function median(values: number[]): number {
   return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 }
 
-function timeProcess(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<{ ms: number; code: number | null }> {
+function timeProcess(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ ms: number; code: number | null }> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(argv[0] as string, argv.slice(1), { env, stdio: ['ignore', 'ignore', 'inherit'] });
+    const child = spawn(argv[0] as string, argv.slice(1), {
+      env,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     child.on('error', reject);
     child.on('close', (code) => resolve({ ms: performance.now() - t0, code }));
   });
@@ -82,14 +89,17 @@ async function benchRunTrue(): Promise<void> {
         pidFile: join(dir, 'qemu.pid'),
       });
       const r = await timeProcess(argv);
-      if (r.code !== 0) throw new Error(`raw QEMU boot exited ${r.code}; see ${join(dir, 'serial.log')}`);
+      if (r.code !== 0)
+        throw new Error(`raw QEMU boot exited ${r.code}; see ${join(dir, 'serial.log')}`);
       raw.push(r.ms);
       await rm(overlay, { force: true });
 
       const o = await timeProcess([process.execPath, CLI, 'run', '--', 'true'], env);
       if (o.code !== 0) throw new Error(`microagent run -- true exited ${o.code}`);
       ours.push(o.ms);
-      process.stderr.write(`  iteration ${i + 1}/${ITERATIONS}: raw ${raw.at(-1)?.toFixed(0)} ms, run ${o.ms.toFixed(0)} ms\n`);
+      process.stderr.write(
+        `  iteration ${i + 1}/${ITERATIONS}: raw ${raw.at(-1)?.toFixed(0)} ms, run ${o.ms.toFixed(0)} ms\n`,
+      );
     }
   } finally {
     mux.close();
@@ -97,10 +107,14 @@ async function benchRunTrue(): Promise<void> {
   }
   const mr = median(raw);
   const mo = median(ours);
-  console.log(`run -- true vs raw QEMU boot (${accel.accel}, ${ITERATIONS} alternating iterations)`);
+  console.log(
+    `run -- true vs raw QEMU boot (${accel.accel}, ${ITERATIONS} alternating iterations)`,
+  );
   console.log(`  raw QEMU boot+poweroff   median ${mr.toFixed(0)} ms`);
   console.log(`  microagent run -- true   median ${mo.toFixed(0)} ms`);
-  console.log(`  ratio ${(mo / mr).toFixed(3)} (goal ≤ 1.15), overhead ${(mo - mr).toFixed(0)} ms (goal ≤ 300 ms)`);
+  console.log(
+    `  ratio ${(mo / mr).toFixed(3)} (goal ≤ 1.15), overhead ${(mo - mr).toFixed(0)} ms (goal ≤ 300 ms)`,
+  );
 }
 
 await benchRunTrue();

@@ -16,7 +16,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const P = await import(join(root, 'dist/src/guest/protocol.js'));
 const out = join(root, 'test/fixtures/protocol');
 mkdirSync(out, { recursive: true });
-for (const f of readdirSync(out)) if (f.endsWith('.bin') || f === 'cases.json') rmSync(join(out, f));
+for (const f of readdirSync(out))
+  if (f.endsWith('.bin') || f === 'cases.json') rmSync(join(out, f));
 
 const cases = [];
 const names = new Set();
@@ -59,7 +60,11 @@ for (const [name, stream, type, payload] of frames) {
   const desc =
     body.length <= 64
       ? { payloadHex: hex(body) }
-      : (must(body.every((x) => x === body[0]), name), { payloadLen: body.length, payloadFill: body[0] });
+      : (must(
+          body.every((x) => x === body[0]),
+          name,
+        ),
+        { payloadLen: body.length, payloadFill: body[0] });
   add(name, 'frame', bytes, { stream, type, ...desc });
 }
 function badFrame(name, mutate, why) {
@@ -78,7 +83,11 @@ badFrame('frame-bad-type-0', (b) => b.writeUInt8(0, 4), 'unknown type 0');
 badFrame('frame-bad-type-12', (b) => b.writeUInt8(12, 4), 'unknown type 12');
 badFrame('frame-bad-flags', (b) => b.writeUInt8(1, 5), 'non-zero flags');
 badFrame('frame-bad-reserved', (b) => b.writeUInt16BE(0x0100, 6), 'non-zero reserved');
-badFrame('frame-bad-length', (b) => b.writeUInt32BE(P.MUX_MAX_PAYLOAD + 1, 8), 'length over the maximum');
+badFrame(
+  'frame-bad-length',
+  (b) => b.writeUInt32BE(P.MUX_MAX_PAYLOAD + 1, 8),
+  'length over the maximum',
+);
 
 // ---- exec message headers ---------------------------------------------------------
 for (const [name, kind, len] of [
@@ -98,10 +107,17 @@ for (const [name, kind, len] of [
   must(threw, name);
   add(name, 'exec_header_invalid', b);
 }
-add('exec-stdin-close', 'exec_stdin', P.encodeExecMessage(P.ExecKind.STDIN, Buffer.alloc(0)), { payloadHex: '' });
-add('exec-stdin-bytes', 'exec_stdin', P.encodeExecMessage(P.ExecKind.STDIN, Buffer.from([0, 1, 2, 255])), {
-  payloadHex: '000102ff',
+add('exec-stdin-close', 'exec_stdin', P.encodeExecMessage(P.ExecKind.STDIN, Buffer.alloc(0)), {
+  payloadHex: '',
 });
+add(
+  'exec-stdin-bytes',
+  'exec_stdin',
+  P.encodeExecMessage(P.ExecKind.STDIN, Buffer.from([0, 1, 2, 255])),
+  {
+    payloadHex: '000102ff',
+  },
+);
 
 // ---- exec requests -----------------------------------------------------------------
 // Valid requests: the C side must accept them and see these values.
@@ -136,9 +152,13 @@ validRequest('exec-req-unicode', {
   type: 'exec',
   v: 1,
   argv: ['echo', 'é😀', 'tab\tnl\n"q"\\', '\u2028', '\u007f\u0001'],
-  env: { 'Ü': 'ß' },
+  env: { Ü: 'ß' },
 });
-validRequest('exec-req-max-argv', { type: 'exec', v: 1, argv: Array.from({ length: 4096 }, (_, i) => `a${i}`) });
+validRequest('exec-req-max-argv', {
+  type: 'exec',
+  v: 1,
+  argv: Array.from({ length: 4096 }, (_, i) => `a${i}`),
+});
 validRequest('exec-req-big-numbers', {
   type: 'exec',
   v: 1,
@@ -147,17 +167,28 @@ validRequest('exec-req-big-numbers', {
   stdoutLimit: 2 ** 40,
   stderrLimit: 1,
 });
-validRequest('exec-req-stdin-false', { type: 'exec', v: 1, argv: ['cat'], stdin: false, timeoutMs: 0 });
+validRequest('exec-req-stdin-false', {
+  type: 'exec',
+  v: 1,
+  argv: ['cat'],
+  stdin: false,
+  timeoutMs: 0,
+});
 // Hand-written JSON (escapes, whitespace, key order) that zod accepts.
 function validRaw(name, json) {
   const parsed = P.ExecRequestSchema.parse(JSON.parse(json));
-  add(name, 'exec_request', P.encodeExecMessage(P.ExecKind.JSON, utf8(json)), { expect: expectOf(parsed) });
+  add(name, 'exec_request', P.encodeExecMessage(P.ExecKind.JSON, utf8(json)), {
+    expect: expectOf(parsed),
+  });
 }
 validRaw(
   'exec-req-escapes',
   '{"argv":["\\u0065cho","\\ud83d\\ude00\\u00e9","\\"\\\\\\/\\b\\f\\n\\r\\t"],"v":1,"type":"exec"}',
 );
-validRaw('exec-req-whitespace', ' \n\t{ "type" : "exec" ,\r\n "v" : 1 , "argv" : [ "ls" , "-l" ] , "env" : { } }\n ');
+validRaw(
+  'exec-req-whitespace',
+  ' \n\t{ "type" : "exec" ,\r\n "v" : 1 , "argv" : [ "ls" , "-l" ] , "env" : { } }\n ',
+);
 validRaw('exec-req-lone-surrogate', '{"type":"exec","v":1,"argv":["a\\ud800b","\\udc00"]}');
 
 // Invalid requests: zod (or JSON.parse) rejects them; the C side must too.
@@ -181,7 +212,10 @@ invalidRaw('exec-req-bad-argv-empty', inv({ ...base, argv: [] }));
 invalidRaw('exec-req-bad-argv0-empty', inv({ ...base, argv: [''] }));
 invalidRaw('exec-req-bad-argv-not-array', inv({ ...base, argv: 'true' }));
 invalidRaw('exec-req-bad-argv-number', inv({ ...base, argv: ['true', 1] }));
-invalidRaw('exec-req-bad-argv-too-many', inv({ ...base, argv: Array.from({ length: 4097 }, () => 'a') }));
+invalidRaw(
+  'exec-req-bad-argv-too-many',
+  inv({ ...base, argv: Array.from({ length: 4097 }, () => 'a') }),
+);
 invalidRaw('exec-req-bad-env-eq', inv({ ...base, env: { 'A=B': 'c' } }));
 invalidRaw('exec-req-bad-env-empty-key', inv({ ...base, env: { '': 'c' } }));
 invalidRaw('exec-req-bad-env-value', inv({ ...base, env: { A: 1 } }));
@@ -200,16 +234,24 @@ invalidRaw('exec-req-bad-json-comma', '{"type":"exec","v":1,"argv":["true"],}');
 invalidRaw('exec-req-bad-json-single-quote', "{'type':'exec'}");
 invalidRaw('exec-req-bad-json-control-char', '{"type":"exec","v":1,"argv":["a\tb"]}');
 invalidRaw('exec-req-bad-json-bad-escape', '{"type":"exec","v":1,"argv":["\\x41"]}');
-invalidRaw('exec-req-bad-signal-as-first', inv({ type: 'signal', signal: 15 }).replace('signal",', 'signal","v":1,'));
+invalidRaw(
+  'exec-req-bad-signal-as-first',
+  inv({ type: 'signal', signal: 15 }).replace('signal",', 'signal","v":1,'),
+);
 
 // signal messages
 for (const [name, sig] of [
   ['exec-signal-15', 15],
   ['exec-signal-64', 64],
 ]) {
-  add(name, 'exec_signal', P.encodeExecJson(P.ExecSignalSchema.parse({ type: 'signal', signal: sig })), {
-    signal: sig,
-  });
+  add(
+    name,
+    'exec_signal',
+    P.encodeExecJson(P.ExecSignalSchema.parse({ type: 'signal', signal: sig })),
+    {
+      signal: sig,
+    },
+  );
 }
 for (const [name, json] of [
   ['exec-signal-bad-0', inv({ type: 'signal', signal: 0 })],
@@ -222,18 +264,42 @@ for (const [name, json] of [
 }
 
 // ---- guest → host exec messages (the C side must produce these bytes) --------------
-add('exec-started', 'exec_started', P.encodeExecJson(P.ExecStartedSchema.parse({ type: 'started', pid: 123 })), {
-  pid: 123,
-});
+add(
+  'exec-started',
+  'exec_started',
+  P.encodeExecJson(P.ExecStartedSchema.parse({ type: 'started', pid: 123 })),
+  {
+    pid: 123,
+  },
+);
 function exitCase(name, e) {
   // Parsing puts the keys in schema order, which is the order the guest writes.
   const parsed = P.ExecExitSchema.parse(e);
   add(name, 'exec_exit', P.encodeExecJson(parsed), { exit: parsed });
 }
-const zero = { stdoutBytes: 0, stderrBytes: 0, stdoutTruncated: false, stderrTruncated: false, durationMs: 0 };
-exitCase('exec-exit-exited', { type: 'exit', status: 'exited', exitCode: 0, ...zero, stdoutBytes: 42, durationMs: 12 });
+const zero = {
+  stdoutBytes: 0,
+  stderrBytes: 0,
+  stdoutTruncated: false,
+  stderrTruncated: false,
+  durationMs: 0,
+};
+exitCase('exec-exit-exited', {
+  type: 'exit',
+  status: 'exited',
+  exitCode: 0,
+  ...zero,
+  stdoutBytes: 42,
+  durationMs: 12,
+});
 exitCase('exec-exit-exited-42', { type: 'exit', status: 'exited', exitCode: 42, ...zero });
-exitCase('exec-exit-signaled', { type: 'exit', status: 'signaled', exitCode: 137, signal: 9, ...zero });
+exitCase('exec-exit-signaled', {
+  type: 'exit',
+  status: 'signaled',
+  exitCode: 137,
+  signal: 9,
+  ...zero,
+});
 exitCase('exec-exit-timed-out', {
   type: 'exit',
   status: 'timed_out',
@@ -287,7 +353,12 @@ for (const [name, json, valid] of [
 ]) {
   const ok = P.HostHelloSchema.safeParse(JSON.parse(json)).success;
   must(ok === valid, name);
-  add(name, 'hello_host', utf8(json), valid ? { valid, timeMs: JSON.parse(json).timeMs } : { valid });
+  add(
+    name,
+    'hello_host',
+    utf8(json),
+    valid ? { valid, timeMs: JSON.parse(json).timeMs } : { valid },
+  );
 }
 
 // ---- config disk -------------------------------------------------------------------------
@@ -297,7 +368,12 @@ function configExpect(c) {
     hostname: c.hostname,
     env: c.env ?? {},
     command: c.command
-      ? { argv: c.command.argv, env: c.command.env ?? {}, cwd: c.command.cwd ?? '/', powerOff: c.command.powerOff ?? false }
+      ? {
+          argv: c.command.argv,
+          env: c.command.env ?? {},
+          cwd: c.command.cwd ?? '/',
+          powerOff: c.command.powerOff ?? false,
+        }
       : null,
   };
 }
@@ -306,8 +382,18 @@ function configCase(name, c) {
   must(bytes.length % 4096 === 0, name);
   add(name, 'config', bytes, { expect: configExpect(P.GuestConfigSchema.parse(c)) });
 }
-configCase('config-minimal', { v: 1, workspace: 'run-brave-otter-4f9c', hostname: 'run-brave-otter-4f9c' });
-configCase('config-null-command', { v: 1, workspace: 'w', hostname: 'h', env: { K: 'V' }, command: null });
+configCase('config-minimal', {
+  v: 1,
+  workspace: 'run-brave-otter-4f9c',
+  hostname: 'run-brave-otter-4f9c',
+});
+configCase('config-null-command', {
+  v: 1,
+  workspace: 'w',
+  hostname: 'h',
+  env: { K: 'V' },
+  command: null,
+});
 configCase('config-command', {
   v: 1,
   workspace: 'w',
@@ -315,7 +401,12 @@ configCase('config-command', {
   env: { K: 'V', LANG: 'C.UTF-8' },
   command: { argv: ['sh', '-c', 'echo hi'], env: { X: 'y' }, cwd: '/root', powerOff: true },
 });
-configCase('config-command-minimal', { v: 1, workspace: 'w', hostname: 'h', command: { argv: ['true'] } });
+configCase('config-command-minimal', {
+  v: 1,
+  workspace: 'w',
+  hostname: 'h',
+  command: { argv: ['true'] },
+});
 configCase('config-big', {
   v: 1,
   workspace: 'w',
@@ -346,7 +437,10 @@ badConfig('config-bad-magic', inv(cfg), { magic: 'MACFG002' });
 badConfig('config-bad-length-huge', inv(cfg), { length: P.CONFIG_MAX_JSON + 1 });
 badConfig('config-bad-length-past-end', inv(cfg), { length: 5000 });
 badConfig('config-bad-unknown-field', inv({ ...cfg, network: true }));
-badConfig('config-bad-unknown-command-field', inv({ ...cfg, command: { argv: ['x'], user: 'root' } }));
+badConfig(
+  'config-bad-unknown-command-field',
+  inv({ ...cfg, command: { argv: ['x'], user: 'root' } }),
+);
 badConfig('config-bad-v', inv({ ...cfg, v: 2 }));
 badConfig('config-bad-no-workspace', inv({ v: 1, hostname: 'h' }));
 badConfig('config-bad-empty-hostname', inv({ ...cfg, hostname: '' }));
@@ -355,7 +449,10 @@ badConfig('config-bad-env-key', inv({ ...cfg, env: { 'A=B': 'x' } }));
 badConfig('config-bad-env-value', inv({ ...cfg, env: { A: true } }));
 badConfig('config-bad-command-argv-empty', inv({ ...cfg, command: { argv: [] } }));
 badConfig('config-bad-command-cwd', inv({ ...cfg, command: { argv: ['x'], cwd: 'rel' } }));
-badConfig('config-bad-command-poweroff', inv({ ...cfg, command: { argv: ['x'], powerOff: 'yes' } }));
+badConfig(
+  'config-bad-command-poweroff',
+  inv({ ...cfg, command: { argv: ['x'], powerOff: 'yes' } }),
+);
 badConfig('config-bad-json', '{"v":1,');
 
 writeFileSync(join(out, 'cases.json'), JSON.stringify(cases, null, 1) + '\n');

@@ -12,7 +12,8 @@ import { PACKAGE_ROOT } from '../src/paths.js';
  * kernel and the default image between runs so that a re-run is quick.
  * Workspaces in it are throwaway.
  */
-export const E2E_STATE_DIR = process.env.MICROAGENT_TEST_STATE_DIR ?? join(PACKAGE_ROOT, '.local', 'test-state');
+export const E2E_STATE_DIR =
+  process.env.MICROAGENT_TEST_STATE_DIR ?? join(PACKAGE_ROOT, '.local', 'test-state');
 
 export const CLI_MAIN = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
 
@@ -33,7 +34,11 @@ export interface CliOptions {
 /** Starts the CLI with `--state-dir` appended to the command's own flags. */
 export function startCli(args: string[], options: CliOptions = {}): ChildProcess {
   return spawn(process.execPath, [CLI_MAIN, ...args], {
-    env: { ...process.env, MICROAGENT_STATE_DIR: options.stateDir ?? E2E_STATE_DIR, ...options.env },
+    env: {
+      ...process.env,
+      MICROAGENT_STATE_DIR: options.stateDir ?? E2E_STATE_DIR,
+      ...options.env,
+    },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
 }

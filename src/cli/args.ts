@@ -159,9 +159,7 @@ function editDistance(a: string, b: string): number {
 export function parseDuration(text: string, flag: string): number {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
   if (!m) {
-    throw new UsageError(
-      `--${flag} must be a duration such as 30s, 5m or 1500ms (got "${text}")`,
-    );
+    throw new UsageError(`--${flag} must be a duration such as 30s, 5m or 1500ms (got "${text}")`);
   }
   const n = Number(m[1]);
   const unit = m[2] ?? 's';

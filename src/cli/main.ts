@@ -65,7 +65,10 @@ function version(): string {
 export function helpText(command?: string): string {
   if (command !== undefined) {
     const cmd = COMMANDS[command];
-    if (!cmd) throw new UsageError(`unknown command "${command}"${suggest(command, Object.keys(COMMANDS), '')}`);
+    if (!cmd)
+      throw new UsageError(
+        `unknown command "${command}"${suggest(command, Object.keys(COMMANDS), '')}`,
+      );
     let text = `${cmd.summary}\n\nUsage: ${cmd.usage}\n`;
     if (cmd.flags) {
       text += '\nFlags:\n';
@@ -76,7 +79,8 @@ export function helpText(command?: string): string {
     }
     return text;
   }
-  let text = 'microagent: run AI-agent workspaces in Linux microVMs\n\nUsage: microagent COMMAND [flags]\n\nCommands:\n';
+  let text =
+    'microagent: run AI-agent workspaces in Linux microVMs\n\nUsage: microagent COMMAND [flags]\n\nCommands:\n';
   for (const [name, cmd] of Object.entries(COMMANDS)) {
     text += `  ${name.padEnd(10)} ${cmd.summary}\n`;
   }

@@ -48,15 +48,33 @@ export async function doctor(options: { stateDir?: string } = {}): Promise<Docto
 
   checks.push(await toolCheck('mke2fs', ['mke2fs', '-V'], 'e2fsprogs'));
   checks.push(await toolCheck('debugfs', ['debugfs', '-V'], 'e2fsprogs'));
-  checks.push(await fileCheck('busybox-static', '/bin/busybox', 'Install it: apt-get install busybox-static (the embedded default image is built from it).'));
   checks.push(
-    await fileCheck('guest init', BUILD.guestInit, 'Build it with `npm run build` in the microagent checkout.'),
+    await fileCheck(
+      'busybox-static',
+      '/bin/busybox',
+      'Install it: apt-get install busybox-static (the embedded default image is built from it).',
+    ),
   );
   checks.push(
-    await fileCheck('vmm-exec helper', BUILD.vmmExec, 'Build it with `npm run build` in the microagent checkout.'),
+    await fileCheck(
+      'guest init',
+      BUILD.guestInit,
+      'Build it with `npm run build` in the microagent checkout.',
+    ),
+  );
+  checks.push(
+    await fileCheck(
+      'vmm-exec helper',
+      BUILD.vmmExec,
+      'Build it with `npm run build` in the microagent checkout.',
+    ),
   );
   const supervisor = supervisorPath();
-  const supervisorCheck = await fileCheck('supervisor', supervisor, 'Build it with `npm run build`.');
+  const supervisorCheck = await fileCheck(
+    'supervisor',
+    supervisor,
+    'Build it with `npm run build`.',
+  );
   if (supervisorCheck.status === 'ok') {
     supervisorCheck.detail = `${supervisor} (sha256 ${(await sha256File(supervisor)).slice(0, 16)}…)`;
   }

@@ -43,7 +43,10 @@ export function resolveResources(options: {
     throw new MicroagentError('INVALID_ARGUMENT', `cpus must be 1-64 (got ${cpus})`);
   }
   if (!Number.isInteger(memoryMiB) || memoryMiB < 128 || memoryMiB > 65536) {
-    throw new MicroagentError('INVALID_ARGUMENT', `memory must be 128-65536 MiB (got ${memoryMiB})`);
+    throw new MicroagentError(
+      'INVALID_ARGUMENT',
+      `memory must be 128-65536 MiB (got ${memoryMiB})`,
+    );
   }
   return { profile, cpus, memoryMiB };
 }

@@ -66,7 +66,13 @@ export interface RunResult {
   kernel: { id: string; version: string };
   accel: { name: string; reason: string };
   resources: Resources;
-  timings: { prepareMs: number; bootMs: number; execMs: number; teardownMs: number; totalMs: number };
+  timings: {
+    prepareMs: number;
+    bootMs: number;
+    execMs: number;
+    teardownMs: number;
+    totalMs: number;
+  };
 }
 
 export const DEFAULT_BOOT_TIMEOUT_MS = 60_000;

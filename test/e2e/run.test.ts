@@ -85,7 +85,17 @@ describe('microagent run', { timeout: 600_000 }, () => {
   });
 
   it('passes environment and working directory', async () => {
-    const r = await cli(['run', '-e', 'GREETING=hello world', '--cwd', '/etc', '--', 'sh', '-c', 'echo "$GREETING"; pwd']);
+    const r = await cli([
+      'run',
+      '-e',
+      'GREETING=hello world',
+      '--cwd',
+      '/etc',
+      '--',
+      'sh',
+      '-c',
+      'echo "$GREETING"; pwd',
+    ]);
     assert.equal(r.code, 0, r.stderr.toString());
     assert.equal(r.stdout.toString(), 'hello world\n/etc\n');
   });
@@ -123,9 +133,20 @@ describe('microagent run', { timeout: 600_000 }, () => {
 
   it('keeps a halted workspace with --keep and --name', async () => {
     const name = `kept-${randomBytes(3).toString('hex')}`;
-    const r = await cli(['run', '--keep', '--name', name, '--', 'sh', '-c', 'echo kept > /root/file']);
+    const r = await cli([
+      'run',
+      '--keep',
+      '--name',
+      name,
+      '--',
+      'sh',
+      '-c',
+      'echo kept > /root/file',
+    ]);
     assert.equal(r.code, 0, r.stderr.toString());
-    const record = JSON.parse(await readFile(join(E2E_STATE_DIR, 'workspaces', name, 'workspace.json'), 'utf8'));
+    const record = JSON.parse(
+      await readFile(join(E2E_STATE_DIR, 'workspaces', name, 'workspace.json'), 'utf8'),
+    );
     assert.equal(record.state, 'halted');
     assert.equal(record.name, name);
     const again = await cli(['run', '--name', name, '--', 'true']);
@@ -139,10 +160,16 @@ describe('microagent run', { timeout: 600_000 }, () => {
     const child = startCli(['run', '--', 'sleep', '30']);
     const done = collect(child);
     const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline && !processesMentioning(E2E_STATE_DIR).some((p) => p.cmdline.includes('qemu-system'))) {
+    while (
+      Date.now() < deadline &&
+      !processesMentioning(E2E_STATE_DIR).some((p) => p.cmdline.includes('qemu-system'))
+    ) {
       await new Promise((r) => setTimeout(r, 50));
     }
-    assert.ok(processesMentioning(E2E_STATE_DIR).some((p) => p.cmdline.includes('qemu-system')), 'QEMU started');
+    assert.ok(
+      processesMentioning(E2E_STATE_DIR).some((p) => p.cmdline.includes('qemu-system')),
+      'QEMU started',
+    );
     child.kill('SIGKILL');
     await done;
     await noLeftovers();
@@ -151,7 +178,10 @@ describe('microagent run', { timeout: 600_000 }, () => {
     while (Date.now() < deadline2 && (await workspaceNames()).some((n) => n.startsWith('run-'))) {
       await new Promise((r) => setTimeout(r, 100));
     }
-    assert.deepEqual((await workspaceNames()).filter((n) => n.startsWith('run-')), []);
+    assert.deepEqual(
+      (await workspaceNames()).filter((n) => n.startsWith('run-')),
+      [],
+    );
   });
 
   it('refuses to boot a tampered kernel or initramfs', async () => {
@@ -193,7 +223,11 @@ async function kernelFiles(dir: string): Promise<string[]> {
   const names = await readdir(dir);
   const out: string[] = [];
   for (const n of names) {
-    if ((n === 'vmlinux' || n === 'bzImage' || n === 'initramfs.cpio') && (await stat(join(dir, n))).isFile()) out.push(n);
+    if (
+      (n === 'vmlinux' || n === 'bzImage' || n === 'initramfs.cpio') &&
+      (await stat(join(dir, n))).isFile()
+    )
+      out.push(n);
   }
   return out;
 }

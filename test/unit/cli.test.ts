@@ -30,11 +30,14 @@ describe('argument parser', () => {
   });
 
   it('rejects unknown flags with a suggestion', () => {
-    assert.throws(() => parseArgs(['--nmae', 'x'], specs), (err: unknown) => {
-      assert.ok(err instanceof UsageError);
-      assert.match(err.message, /did you mean --name/);
-      return true;
-    });
+    assert.throws(
+      () => parseArgs(['--nmae', 'x'], specs),
+      (err: unknown) => {
+        assert.ok(err instanceof UsageError);
+        assert.match(err.message, /did you mean --name/);
+        return true;
+      },
+    );
   });
 
   it('rejects a missing value', () => {

@@ -9,14 +9,24 @@ describe('errors', () => {
   it('are all documented in docs/errors.md', () => {
     const doc = readFileSync(join(PACKAGE_ROOT, 'docs', 'errors.md'), 'utf8');
     for (const code of Object.keys(ERROR_CODES)) {
-      assert.ok(doc.includes(`\`${code}\``), `${code} is missing from docs/errors.md (run scripts/gen-errors-doc.mjs)`);
+      assert.ok(
+        doc.includes(`\`${code}\``),
+        `${code} is missing from docs/errors.md (run scripts/gen-errors-doc.mjs)`,
+      );
     }
   });
 
   it('serialize to the documented wire shape and back', () => {
     const err = new MicroagentError('BOOT_TIMEOUT', 'guest not ready', { data: { tail: 'x' } });
     const wire = err.toJSON();
-    assert.deepEqual(Object.keys(wire).sort(), ['code', 'data', 'kind', 'message', 'remediation', 'retryable']);
+    assert.deepEqual(Object.keys(wire).sort(), [
+      'code',
+      'data',
+      'kind',
+      'message',
+      'remediation',
+      'retryable',
+    ]);
     assert.equal(wire.retryable, true);
     const back = errorFromJSON('supervisor', wire);
     assert.equal(back.code, 'BOOT_TIMEOUT');

@@ -17,7 +17,11 @@ export async function doctorMain(argv: string[], out: Output): Promise<number> {
   if (out.json || flags.json === true) {
     writeJson(out, report);
   } else {
-    const mark = { ok: paint(out.stdout, 32, 'ok  '), warn: paint(out.stdout, 33, 'warn'), fail: paint(out.stdout, 31, 'FAIL') };
+    const mark = {
+      ok: paint(out.stdout, 32, 'ok  '),
+      warn: paint(out.stdout, 33, 'warn'),
+      fail: paint(out.stdout, 31, 'FAIL'),
+    };
     out.stdout.write(`Backend: qemu, accelerator ${report.accel.name}\n\n`);
     const rows = report.checks.map((c) => [mark[c.status], c.name, c.detail]);
     out.stdout.write(table(rows) + '\n');

@@ -35,7 +35,10 @@ export async function kernelMain(argv: string[], out: Output): Promise<number> {
     case 'verify':
       return verify(rest, out);
     case undefined:
-      throw new UsageError('kernel needs a subcommand: install, list or verify', `Usage: ${KERNEL_USAGE}`);
+      throw new UsageError(
+        'kernel needs a subcommand: install, list or verify',
+        `Usage: ${KERNEL_USAGE}`,
+      );
     default:
       throw new UsageError(`unknown kernel subcommand "${sub}"`, `Usage: ${KERNEL_USAGE}`);
   }
@@ -69,7 +72,12 @@ async function install(argv: string[], out: Output): Promise<number> {
       : { kind: 'apt' as const };
   const kernel = await installKernel(statePaths(flags), source, { force: flags.force === true });
   if (out.json || flags.json) {
-    writeJson(out, { id: kernel.id, installed: kernel.installed, isDefault: kernel.isDefault, manifest: kernel.manifest });
+    writeJson(out, {
+      id: kernel.id,
+      installed: kernel.installed,
+      isDefault: kernel.isDefault,
+      manifest: kernel.manifest,
+    });
   } else {
     const verb = kernel.installed ? 'installed' : 'already installed:';
     out.stdout.write(`${verb} kernel ${kernel.id} (${kernel.manifest.version})\n`);
@@ -83,7 +91,9 @@ async function list(argv: string[], out: Output): Promise<number> {
   if (out.json || flags.json) {
     writeJson(out, { kernels });
   } else if (kernels.length === 0) {
-    out.stdout.write('No kernels installed. The default one is installed on first use, or run `microagent kernel install`.\n');
+    out.stdout.write(
+      'No kernels installed. The default one is installed on first use, or run `microagent kernel install`.\n',
+    );
   } else {
     const rows = [['ID', 'VERSION', 'SOURCE', 'DEFAULT']];
     for (const k of kernels) rows.push([k.id, k.version, k.source.kind, k.isDefault ? 'yes' : '']);
@@ -101,7 +111,11 @@ async function verify(argv: string[], out: Output): Promise<number> {
     for (const f of result.files) {
       out.stdout.write(`${f.ok ? 'ok  ' : 'FAIL'}  ${f.name}  ${f.actual ?? 'missing'}\n`);
     }
-    out.stdout.write(result.ok ? `kernel ${result.id} verified\n` : `kernel ${result.id} does NOT match its manifest\n`);
+    out.stdout.write(
+      result.ok
+        ? `kernel ${result.id} verified\n`
+        : `kernel ${result.id} does NOT match its manifest\n`,
+    );
   }
   return result.ok ? 0 : 1;
 }

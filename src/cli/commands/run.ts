@@ -1,7 +1,14 @@
 /**
  * `microagent run [--image REF] [--] CMD [ARGS...]`
  */
-import { parseArgs, parseDuration, parseKeyValues, parsePositiveInt, UsageError, type FlagSpecs } from '../args.js';
+import {
+  parseArgs,
+  parseDuration,
+  parseKeyValues,
+  parsePositiveInt,
+  UsageError,
+  type FlagSpecs,
+} from '../args.js';
 import { encodeOutput, paint, writeJson, type Output } from '../output.js';
 import { runCommand, type RunResult } from '../../workspace/run.js';
 import { parseMemory } from '../../workspace/profiles.js';
@@ -9,19 +16,52 @@ import { parseMemory } from '../../workspace/profiles.js';
 export const RUN_USAGE = 'microagent run [flags] [--image REF] [--] CMD [ARGS...]';
 
 export const RUN_FLAGS: FlagSpecs = {
-  image: { type: 'string', arg: 'REF', help: 'Image to boot (default: the embedded default image)' },
-  env: { type: 'strings', short: 'e', arg: 'KEY=VALUE', help: 'Environment variable for the command (repeatable)' },
+  image: {
+    type: 'string',
+    arg: 'REF',
+    help: 'Image to boot (default: the embedded default image)',
+  },
+  env: {
+    type: 'strings',
+    short: 'e',
+    arg: 'KEY=VALUE',
+    help: 'Environment variable for the command (repeatable)',
+  },
   cwd: { type: 'string', arg: 'PATH', help: 'Working directory in the guest (default /)' },
-  timeout: { type: 'string', arg: 'DURATION', help: 'Kill the command after this long (e.g. 30s, 5m); exit 124' },
+  timeout: {
+    type: 'string',
+    arg: 'DURATION',
+    help: 'Kill the command after this long (e.g. 30s, 5m); exit 124',
+  },
   keep: { type: 'boolean', help: 'Keep the workspace (halted) after the command' },
-  name: { type: 'string', arg: 'NAME', help: 'Workspace name (default: run-<adjective>-<animal>-<hex>)' },
+  name: {
+    type: 'string',
+    arg: 'NAME',
+    help: 'Workspace name (default: run-<adjective>-<animal>-<hex>)',
+  },
   cpus: { type: 'string', arg: 'N', help: 'Virtual CPUs (overrides the profile)' },
   memory: { type: 'string', arg: 'SIZE', help: 'Memory, e.g. 512M or 2G (overrides the profile)' },
-  profile: { type: 'string', arg: 'NAME', help: 'Resource profile: tiny, small (default), medium, large' },
-  label: { type: 'strings', arg: 'KEY=VALUE', help: 'Caller label recorded with the workspace (repeatable)' },
+  profile: {
+    type: 'string',
+    arg: 'NAME',
+    help: 'Resource profile: tiny, small (default), medium, large',
+  },
+  label: {
+    type: 'strings',
+    arg: 'KEY=VALUE',
+    help: 'Caller label recorded with the workspace (repeatable)',
+  },
   stdin: { type: 'boolean', short: 'i', help: "Pass this process's stdin to the command" },
-  accel: { type: 'string', arg: 'auto|kvm|tcg', help: 'Accelerator (default auto; env MICROAGENT_ACCEL)' },
-  'boot-timeout': { type: 'string', arg: 'DURATION', help: 'Give up when the guest is not ready after this long (default 60s)' },
+  accel: {
+    type: 'string',
+    arg: 'auto|kvm|tcg',
+    help: 'Accelerator (default auto; env MICROAGENT_ACCEL)',
+  },
+  'boot-timeout': {
+    type: 'string',
+    arg: 'DURATION',
+    help: 'Give up when the guest is not ready after this long (default 60s)',
+  },
   json: { type: 'boolean', help: 'Print one JSON document with the result, stdout and stderr' },
   'state-dir': { type: 'string', arg: 'DIR', help: 'State directory (default ~/.microagent)' },
 };
