@@ -16,7 +16,9 @@ say() { echo "setup: $*" >&2; }
 # --- host packages -----------------------------------------------------------
 pkgs=(qemu-system-x86 qemu-utils e2fsprogs busybox-static gcc libc6-dev make ca-certificates)
 if [ "$mode" = --test ]; then
-  pkgs+=(lz4 cpio)
+  # Real parts for the tests: a local registry, image tools, lz4/cpio to
+  # cross-check our own decoders and writers.
+  pkgs+=(lz4 cpio docker-registry umoci skopeo apache2-utils)
 fi
 if [ "$mode" != --build ]; then
   missing=()
@@ -24,16 +26,26 @@ if [ "$mode" != --build ]; then
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
     [ "$status" = "install ok installed" ] || missing+=("$p")
   done
-  if [ ${#missing[@]} -gt 0 ]; then
+  # The default kernel is fetched with apt: it needs package lists.
+  lists_empty=false
+  if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then lists_empty=true; fi
+  if [ ${#missing[@]} -gt 0 ] || $lists_empty; then
     if [ "$(id -u)" != 0 ]; then
-      say "missing host packages: ${missing[*]}"
-      say "install them with: sudo apt-get install ${missing[*]}"
-      exit 1
+      if [ ${#missing[@]} -gt 0 ]; then
+        say "missing host packages: ${missing[*]}"
+        say "install them with: sudo apt-get install ${missing[*]}"
+        exit 1
+      fi
+      say "apt has no package lists; the default kernel install needs them (sudo apt-get update)"
     fi
-    say "installing host packages: ${missing[*]}"
+  fi
+  if [ "$(id -u)" = 0 ] && { [ ${#missing[@]} -gt 0 ] || $lists_empty; }; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >&2
-    apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+    if [ ${#missing[@]} -gt 0 ]; then
+      say "installing host packages: ${missing[*]}"
+      apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+    fi
   fi
 fi
 
