@@ -59,7 +59,85 @@ export const ERROR_CODES = {
     kind: 'unsupported',
     remediation: 'Build it with `npm run build` in the microagent checkout.',
   },
+  IMAGE_NOT_FOUND: {
+    kind: 'not_found',
+    remediation:
+      'Check the image name, tag or digest (and the registry host); `microagent image list` shows the images pulled already.',
+  },
+  IMAGE_BUSY: {
+    kind: 'transient',
+    remediation:
+      'Another microagent process holds the image cache lock for too long; retry when it has finished.',
+  },
+  REGISTRY_AUTH_FAILED: {
+    kind: 'policy_denied',
+    remediation:
+      'Log in to the registry (`docker login HOST`), or fix the credentials in the Docker config file or credential helper named in the message.',
+  },
+  REGISTRY_UNREACHABLE: {
+    kind: 'transient',
+    remediation:
+      'Check the network, the registry host and port, and any proxy; images already pulled keep working offline.',
+  },
+  REGISTRY_ERROR: {
+    kind: 'permanent',
+    remediation: 'The registry answered with an error; read the status and message it sent.',
+  },
+  INSECURE_REGISTRY_REFUSED: {
+    kind: 'policy_denied',
+    remediation:
+      'Use https, or add the host to insecureRegistries if you trust the network path (plain http is allowed for loopback hosts only).',
+  },
+  MANIFEST_DIGEST_MISMATCH: {
+    kind: 'policy_denied',
+    remediation:
+      'The registry served a manifest whose content does not match its digest; check the digest you asked for and the registry (or a proxy in between).',
+  },
+  BLOB_DIGEST_MISMATCH: {
+    kind: 'policy_denied',
+    remediation:
+      'The registry served a blob whose content does not match its digest, twice; nothing was cached. Check the registry or a proxy in between.',
+  },
+  UNSUPPORTED_MEDIA_TYPE: {
+    kind: 'unsupported',
+    remediation:
+      'microagent pulls OCI and Docker schema 2 container images (gzip, zstd or uncompressed layers); push the image in one of those formats.',
+  },
+  PLATFORM_NOT_FOUND: {
+    kind: 'not_found',
+    remediation: 'Pick one of the listed platforms with --platform os/arch[/variant].',
+  },
   IMAGE_BUILD_FAILED: { kind: 'permanent', remediation: 'Read the tool stderr in the message.' },
+  LAYER_INVALID: {
+    kind: 'permanent',
+    remediation:
+      'The image layer is not a valid tar stream (corrupt or truncated blob); pull the image again.',
+  },
+  LAYER_UNSUPPORTED: {
+    kind: 'unsupported',
+    remediation: 'Use an image whose layers are tar, tar+gzip or tar+zstd.',
+  },
+  ROOTFS_BUILD_FAILED: {
+    kind: 'permanent',
+    remediation: 'Read the tool stderr in the message; `microagent doctor` checks e2fsprogs.',
+  },
+  ROOTFS_TOO_SMALL: {
+    kind: 'usage',
+    remediation: 'Give a larger disk size, or leave it unset to size the disk from the image.',
+  },
+  DISK_FULL: {
+    kind: 'resource_exhausted',
+    remediation:
+      'Free space on the file system that holds the state directory (`microagent image prune`), then retry.',
+  },
+  BASELINE_BUSY: {
+    kind: 'transient',
+    remediation: 'Another microagent process is building this rootfs; retry when it has finished.',
+  },
+  BASELINE_NOT_FOUND: {
+    kind: 'not_found',
+    remediation: 'List the cached rootfs baselines and use one of their keys.',
+  },
   WORKSPACE_NOT_FOUND: {
     kind: 'not_found',
     remediation: 'Run `microagent list` to see the workspaces in this state directory.',
@@ -71,6 +149,31 @@ export const ERROR_CODES = {
   WORKSPACE_BUSY: {
     kind: 'conflict',
     remediation: 'Another microagent process holds this workspace; retry when it has finished.',
+  },
+  WORKSPACE_RUNNING: {
+    kind: 'conflict',
+    remediation: 'Halt or stop the workspace first.',
+  },
+  WORKSPACE_NOT_RUNNING: {
+    kind: 'conflict',
+    remediation: 'Start the workspace first: microagent start NAME.',
+  },
+  WORKSPACE_PAUSED: {
+    kind: 'conflict',
+    remediation: 'Resume the workspace first: microagent resume NAME.',
+  },
+  WORKSPACE_NOT_PAUSED: {
+    kind: 'conflict',
+    remediation: 'Only a paused workspace can be resumed.',
+  },
+  VERIFICATION_FAILED: {
+    kind: 'policy_denied',
+    remediation:
+      'The kernel, initramfs, guest init or image differ from what was recorded at create; see the divergence list. Recreate the workspace if the change is expected.',
+  },
+  SETUP_FAILED: {
+    kind: 'permanent',
+    remediation: 'The --setup command failed in the guest; its output is in the message.',
   },
   STATE_CORRUPT: {
     kind: 'permanent',

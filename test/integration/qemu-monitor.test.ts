@@ -109,7 +109,7 @@ describe('qemu supervisor + monitor with a real kernel', { skip }, () => {
     });
     await assert.rejects(
       connectAgent(join(c.runtimeDir, 'agent.sock'), 1),
-      (e: MicroagentError) => e.code === 'BOOT_FAILED',
+      (e: MicroagentError) => e.code === 'BOOT_TIMEOUT' && e.retryable,
     );
     const w = await callSupervisor(BUILD.qemuSupervisor, {
       v: 1,

@@ -208,12 +208,12 @@ describe('monitor with a fake VMM', () => {
     );
   });
 
-  it('kills a guest that never says HELLO (boot_timeout) and fails waiting clients with BOOT_FAILED', async () => {
+  it('kills a guest that never says HELLO (boot_timeout) and fails waiting clients with BOOT_TIMEOUT', async () => {
     const vm = await startMonitor('nohello', { bootTimeoutMs: 600 });
     await waitState(vm, ['booting']);
     const pending = connectAgent(vm.files.agentSocket, 1, { timeoutMs: 10_000 });
     await assert.rejects(pending, (e: MicroagentError) => {
-      assert.equal(e.code, 'BOOT_FAILED');
+      assert.equal(e.code, 'BOOT_TIMEOUT');
       assert.match(e.message, /boot_timeout/);
       return true;
     });

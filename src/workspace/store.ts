@@ -1,0 +1,143 @@
+/**
+ * Loading, listing and reconciling workspace records. A record says what
+ * microagent last did; the monitor's status says what the VM is doing. When
+ * they disagree — the VMM was SIGKILLed, the host rebooted — the record is
+ * corrected and the change is appended as an event, so a dead VM is never
+ * reported as a ghost `running`.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { VmStatusSchema, type VmStatus } from '../vmkit/schema.js';
+import type { StatePaths, WorkspacePaths } from '../paths.js';
+import { isAlive } from '../proc/spawn.js';
+import { acquireLock } from './lock.js';
+import { validateWorkspaceName } from './names.js';
+import {
+  appendEvent,
+  readRecord,
+  writeRecord,
+  type WorkspaceRecord,
+  type WorkspaceState,
+} from './record.js';
+import { isLive } from './states.js';
+
+export interface LoadedWorkspace {
+  ws: WorkspacePaths;
+  record: WorkspaceRecord;
+  /** The live VM's status, when a monitor is running for it. */
+  vm: VmStatus | undefined;
+}
+
+/** Reads monitor.json; undefined when there is none or it is unreadable. */
+export async function readVmStatus(ws: WorkspacePaths): Promise<VmStatus | undefined> {
+  try {
+    return VmStatusSchema.parse(JSON.parse(await readFile(join(ws.runtime, 'monitor.json'), 'utf8')));
+  } catch {
+    return undefined;
+  }
+}
+
+/** True while the VM's monitor process is alive and the VM has not exited. */
+export function vmAlive(vm: VmStatus | undefined): boolean {
+  return vm !== undefined && vm.state !== 'exited' && isAlive(vm.monitorPid);
+}
+
+/**
+ * Loads a workspace and reconciles its record with the VM. Throws
+ * INVALID_NAME, WORKSPACE_NOT_FOUND or STATE_CORRUPT.
+ */
+export async function loadWorkspace(paths: StatePaths, name: string): Promise<LoadedWorkspace> {
+  validateWorkspaceName(name);
+  const ws = paths.workspace(name);
+  const record = await readRecord(ws, name);
+  const vm = await readVmStatus(ws);
+  return { ws, record: await reconcile(ws, record, vm), vm: vmAlive(vm) ? vm : undefined };
+}
+
+/** What the record should say given the VM's status (undefined: it is right). */
+export function reconciledState(
+  record: WorkspaceRecord,
+  vm: VmStatus | undefined,
+): { state: WorkspaceState; detail: string } | undefined {
+  if (!isLive(record.state)) return undefined;
+  if (vmAlive(vm)) {
+    if (vm?.state === 'paused' && record.state === 'running') {
+      return { state: 'paused', detail: 'the VM is paused' };
+    }
+    if ((vm?.state === 'ready' || vm?.state === 'booting') && record.state === 'paused') {
+      return { state: 'running', detail: 'the VM is running' };
+    }
+    return undefined;
+  }
+  // An operation in progress (starting/stopping) owns the record while its
+  // lock is held; reconcile() only runs its result through when the lock is free.
+  const exit = vm?.exit;
+  if (exit?.reason === 'poweroff') {
+    return { state: 'halted', detail: 'the guest powered off' };
+  }
+  const why = exit
+    ? `${exit.reason}${exit.detail ? `: ${exit.detail}` : ''}`
+    : vm
+      ? 'the VM monitor is gone'
+      : 'no VM monitor was found (host reboot or crash)';
+  return { state: 'failed', detail: `the VM is not running (${why})` };
+}
+
+async function reconcile(
+  ws: WorkspacePaths,
+  record: WorkspaceRecord,
+  vm: VmStatus | undefined,
+): Promise<WorkspaceRecord> {
+  const change = reconciledState(record, vm);
+  if (!change) return record;
+  let lock;
+  try {
+    lock = await acquireLock(ws.lock, record.name, 'reconcile');
+  } catch {
+    // Another process is changing this workspace right now; its view wins.
+    return record;
+  }
+  try {
+    // Re-read under the lock: the operation that held it may have finished.
+    const fresh = await readRecord(ws, record.name);
+    const again = reconciledState(fresh, await readVmStatus(ws));
+    if (!again) return fresh;
+    const at = new Date().toISOString();
+    const updated: WorkspaceRecord = {
+      ...fresh,
+      state: again.state,
+      stateDetail: again.detail,
+      updatedAt: at,
+    };
+    await writeRecord(ws, updated);
+    await appendEvent(ws, {
+      at,
+      state: again.state,
+      detail: `reconciled: ${again.detail}`,
+      identity: fresh.identity,
+    });
+    return updated;
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Every workspace in the state directory, reconciled, sorted by name. */
+export async function listWorkspaces(paths: StatePaths): Promise<LoadedWorkspace[]> {
+  let names: string[];
+  try {
+    names = await readdir(paths.workspaces);
+  } catch {
+    return [];
+  }
+  const out: LoadedWorkspace[] = [];
+  for (const name of names.sort()) {
+    try {
+      out.push(await loadWorkspace(paths, name));
+    } catch {
+      // Half-created or foreign directories are not workspaces; `status NAME`
+      // reports them with their own error.
+    }
+  }
+  return out;
+}
