@@ -175,6 +175,16 @@ export const ERROR_CODES = {
     kind: 'permanent',
     remediation: 'The --setup command failed in the guest; its output is in the message.',
   },
+  STOP_TIMEOUT: {
+    kind: 'transient',
+    remediation:
+      'The guest did not stop in time and the workspace is marked failed; end it with microagent kill NAME.',
+  },
+  RESULT_NOT_READY: {
+    kind: 'not_found',
+    remediation:
+      'No result was recorded yet; run a command with `run --keep` or wait for the workspace.',
+  },
   STATE_CORRUPT: {
     kind: 'permanent',
     remediation: 'The state file cannot be read; inspect it, or delete the workspace.',
@@ -226,6 +236,16 @@ export const ERROR_CODES = {
     remediation: 'The workspace is not running or its monitor is gone; check `microagent status`.',
   },
   EXEC_FAILED: { kind: 'permanent', remediation: 'See the message for the guest error.' },
+  GUEST_FILE_NOT_FOUND: {
+    kind: 'not_found',
+    remediation:
+      'Check the guest path (absolute, e.g. /root/file); to write a file its parent directory must already exist in the guest (create it with exec, e.g. `mkdir -p`).',
+  },
+  GUEST_FILE_ERROR: {
+    kind: 'permanent',
+    remediation:
+      'See data.guestCode: is_directory or not_regular (only regular files can be copied; name the file, not its directory), permission_denied (ownership, mode or a read-only file system in the guest), io_error (e.g. the guest disk is full), invalid_request (a path or size problem; the message says which).',
+  },
   INTERNAL: {
     kind: 'permanent',
     remediation: 'This is a bug in microagent; please report it with the message.',

@@ -19,10 +19,11 @@ export type FlagSpecs = Record<string, FlagSpec>;
 
 export interface ParseOptions {
   /**
-   * Stop treating arguments as flags at the first positional: everything
-   * from there on is positional (a guest command's own flags).
+   * Stop treating arguments as flags once this many positionals have been
+   * seen: everything after is positional (a guest command's own flags).
+   * `run` uses 1 (the command starts at the first positional), `exec` 2.
    */
-  stopAtFirstPositional?: boolean;
+  stopAfterPositionals?: number;
 }
 
 export interface Parsed {
@@ -60,7 +61,7 @@ export function parseArgs(
       rest = argv.slice(i + 1);
       break;
     }
-    if (options.stopAtFirstPositional && positionals.length > 0) {
+    if (options.stopAfterPositionals !== undefined && positionals.length >= options.stopAfterPositionals) {
       positionals.push(arg);
       continue;
     }

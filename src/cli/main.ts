@@ -11,6 +11,7 @@ import { PACKAGE_ROOT } from '../paths.js';
 import { runMain, RUN_FLAGS, RUN_USAGE } from './commands/run.js';
 import { kernelMain, KERNEL_USAGE } from './commands/kernel.js';
 import { doctorMain, DOCTOR_FLAGS, DOCTOR_USAGE } from './commands/doctor.js';
+import { ALIASES, WORKSPACE_COMMANDS } from './commands/workspace.js';
 
 interface Command {
   summary: string;
@@ -26,6 +27,7 @@ const COMMANDS: Record<string, Command> = {
     flags: RUN_FLAGS,
     main: runMain,
   },
+  ...WORKSPACE_COMMANDS,
   kernel: {
     summary: 'Install, list and verify guest kernels',
     usage: KERNEL_USAGE,
@@ -64,7 +66,7 @@ function version(): string {
 
 export function helpText(command?: string): string {
   if (command !== undefined) {
-    const cmd = COMMANDS[command];
+    const cmd = COMMANDS[ALIASES[command] ?? command];
     if (!cmd)
       throw new UsageError(
         `unknown command "${command}"${suggest(command, Object.keys(COMMANDS), '')}`,
@@ -107,7 +109,8 @@ export async function main(argv: string[]): Promise<number> {
       }
       i++;
     }
-    const name = argv[i];
+    const typed = argv[i];
+    const name = typed !== undefined ? (ALIASES[typed] ?? typed) : undefined;
     if (name === undefined) {
       out.stderr.write(helpText());
       return EXIT.USAGE;
@@ -124,7 +127,13 @@ export async function main(argv: string[]): Promise<number> {
     // (for run, only before the guest command starts).
     const dashdash = rest.indexOf('--');
     const scan = dashdash === -1 ? rest : rest.slice(0, dashdash);
-    if (name !== 'run' ? scan.some(isHelp) : helpBeforeCommand(scan, RUN_FLAGS)) {
+    // For run and exec, a --help that belongs to the guest command is not ours.
+    const guestArgvAt = name === 'run' ? 1 : name === 'exec' ? 2 : undefined;
+    if (
+      guestArgvAt === undefined
+        ? scan.some(isHelp)
+        : helpBeforeCommand(scan, command.flags ?? {}, guestArgvAt)
+    ) {
       out.stdout.write(helpText(name));
       return EXIT.OK;
     }
@@ -142,11 +151,15 @@ function isHelp(a: string): boolean {
 }
 
 /** For run: a help flag counts only among the flags before the guest command. */
-function helpBeforeCommand(args: string[], flags: FlagSpecs): boolean {
+function helpBeforeCommand(args: string[], flags: FlagSpecs, positionalsBefore: number): boolean {
+  let seen = 0;
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
     if (isHelp(a)) return true;
-    if (!a.startsWith('-')) return false;
+    if (!a.startsWith('-')) {
+      if (++seen >= positionalsBefore) return false;
+      continue;
+    }
     const spec = a.startsWith('--') && !a.includes('=') ? flags[a.slice(2)] : undefined;
     if (spec && spec.type !== 'boolean') i++; // skip the flag's value
   }

@@ -55,6 +55,8 @@ export const WorkspaceRecordSchema = z
       .object({
         id: z.string(),
         version: z.string(),
+        kernelPath: z.string(),
+        initramfsPath: z.string(),
         kernelSha256: z.string(),
         initramfsSha256: z.string(),
       })
@@ -63,6 +65,10 @@ export const WorkspaceRecordSchema = z
       .object({ profile: z.string(), cpus: z.number().int(), memoryMiB: z.number().int() })
       .strict(),
     env: z.record(z.string(), z.string()),
+    /** Shell commands run once, in a setup boot at create. */
+    setup: z.array(z.string()).optional(),
+    /** Declared output files: name → absolute guest path (`artifacts`). */
+    outputs: z.record(z.string(), z.string()).optional(),
   })
   .strict();
 export type WorkspaceRecord = z.infer<typeof WorkspaceRecordSchema>;

@@ -193,7 +193,9 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     const tExec = performance.now();
 
     options.onProgress?.({ phase: 'teardown', workspace: name });
-    await stopVm(paths, ws, identity);
+    // The guest has nothing left to do: a clean power-off keeps the disk
+    // consistent for --keep; a guest that does not stop in time is killed.
+    if ((await stopVm(ws, identity, 5000)).timedOut) await killVm(ws, identity);
     started = false;
     if (keep) {
       const at = new Date().toISOString();
@@ -228,7 +230,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     };
   } catch (err) {
     const error = toMicroagentError(err);
-    if (started) await killVm(paths, ws, identity).catch(() => undefined);
+    if (started) await killVm(ws, identity).catch(() => undefined);
     if (keep && plan) {
       const at = new Date().toISOString();
       await appendEvent(ws, { at, state: 'failed', detail: error.message, identity }).catch(

@@ -46,12 +46,20 @@ export function vmAlive(vm: VmStatus | undefined): boolean {
  * Loads a workspace and reconciles its record with the VM. Throws
  * INVALID_NAME, WORKSPACE_NOT_FOUND or STATE_CORRUPT.
  */
-export async function loadWorkspace(paths: StatePaths, name: string): Promise<LoadedWorkspace> {
+export async function loadWorkspace(
+  paths: StatePaths,
+  name: string,
+  options: { holdsLock?: boolean } = {},
+): Promise<LoadedWorkspace> {
   validateWorkspaceName(name);
   const ws = paths.workspace(name);
   const record = await readRecord(ws, name);
   const vm = await readVmStatus(ws);
-  return { ws, record: await reconcile(ws, record, vm), vm: vmAlive(vm) ? vm : undefined };
+  return {
+    ws,
+    record: await reconcile(ws, record, vm, options.holdsLock === true),
+    vm: vmAlive(vm) ? vm : undefined,
+  };
 }
 
 /** What the record should say given the VM's status (undefined: it is right). */
@@ -87,15 +95,18 @@ async function reconcile(
   ws: WorkspacePaths,
   record: WorkspaceRecord,
   vm: VmStatus | undefined,
+  holdsLock: boolean,
 ): Promise<WorkspaceRecord> {
   const change = reconciledState(record, vm);
   if (!change) return record;
   let lock;
-  try {
-    lock = await acquireLock(ws.lock, record.name, 'reconcile');
-  } catch {
-    // Another process is changing this workspace right now; its view wins.
-    return record;
+  if (!holdsLock) {
+    try {
+      lock = await acquireLock(ws.lock, record.name, 'reconcile');
+    } catch {
+      // Another process is changing this workspace right now; its view wins.
+      return record;
+    }
   }
   try {
     // Re-read under the lock: the operation that held it may have finished.
@@ -118,7 +129,7 @@ async function reconcile(
     });
     return updated;
   } finally {
-    await lock.release();
+    await lock?.release();
   }
 }
 

@@ -9,7 +9,7 @@ import { BUILD, type StatePaths, type WorkspacePaths } from '../paths.js';
 import { procStat } from '../proc/spawn.js';
 import { createOverlay, writeConfigDisk } from '../rootfs/disks.js';
 import { callSupervisor } from '../vmkit/client.js';
-import type { SupervisorRequestInput } from '../vmkit/schema.js';
+import type { SupervisorRequestInput, VmStatus } from '../vmkit/schema.js';
 import { hostnameFor } from './names.js';
 import type { Resources } from './profiles.js';
 import type { Identity, WorkspaceRecord } from './record.js';
@@ -53,6 +53,8 @@ export async function prepareBoot(
     kernelRecord: {
       id: kernel.id,
       version: kernel.version,
+      kernelPath: kernel.kernelPath,
+      initramfsPath: kernel.initramfsPath,
       kernelSha256: kernel.sha256.kernel,
       initramfsSha256: kernel.sha256.initramfs,
     },
@@ -123,39 +125,74 @@ export async function startVm(
   };
 }
 
-/** Clean power-off; escalates to kill when the guest does not stop in time. */
+/**
+ * Asks the guest to power off and waits up to graceMs. Never escalates:
+ * `timedOut` says the VM was still running when the time ran out.
+ */
 export async function stopVm(
-  _paths: StatePaths,
   ws: WorkspacePaths,
   identity: Identity,
-): Promise<void> {
+  graceMs: number,
+): Promise<{ timedOut: boolean }> {
+  const response = await callSupervisor(
+    supervisorPath(),
+    { v: 1, command: 'stop', identity: supervisorIdentity(identity), runtimeDir: ws.runtime, graceMs },
+    { timeoutMs: graceMs + 15_000 },
+  );
+  return { timedOut: response.timedOut === true };
+}
+
+/** Hard stop (SIGKILL of the VMM); returns when it is gone. */
+export async function killVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
+  await callSupervisor(
+    supervisorPath(),
+    { v: 1, command: 'kill', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
+    { timeoutMs: 20_000 },
+  );
+}
+
+export async function pauseVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
+  await callSupervisor(
+    supervisorPath(),
+    { v: 1, command: 'pause', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
+    { timeoutMs: 20_000 },
+  );
+}
+
+export async function resumeVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
+  await callSupervisor(
+    supervisorPath(),
+    { v: 1, command: 'resume', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
+    { timeoutMs: 20_000 },
+  );
+}
+
+/** The VM's status as the supervisor sees it (it also reaps an orphaned VMM). */
+export async function statusVm(ws: WorkspacePaths, identity: Identity): Promise<VmStatus | null> {
+  const response = await callSupervisor(
+    supervisorPath(),
+    { v: 1, command: 'status', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
+    { timeoutMs: 20_000 },
+  );
+  return response.status;
+}
+
+/** Waits until the VM has exited (or timeoutMs passed: timedOut). */
+export async function waitVm(
+  ws: WorkspacePaths,
+  identity: Identity,
+  timeoutMs?: number,
+): Promise<{ timedOut: boolean; status: VmStatus | null }> {
   const response = await callSupervisor(
     supervisorPath(),
     {
       v: 1,
-      command: 'stop',
+      command: 'wait',
       identity: supervisorIdentity(identity),
       runtimeDir: ws.runtime,
-      graceMs: 5000,
+      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
     },
-    { timeoutMs: 20_000 },
+    { timeoutMs: (timeoutMs ?? 86_400_000) + 15_000 },
   );
-  if (response.timedOut === true) await killVm(_paths, ws, identity);
-}
-
-export async function killVm(
-  _paths: StatePaths,
-  ws: WorkspacePaths,
-  identity: Identity,
-): Promise<void> {
-  await callSupervisor(
-    supervisorPath(),
-    {
-      v: 1,
-      command: 'kill',
-      identity: supervisorIdentity(identity),
-      runtimeDir: ws.runtime,
-    },
-    { timeoutMs: 20_000 },
-  );
+  return { timedOut: response.timedOut === true, status: response.status };
 }

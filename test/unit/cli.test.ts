@@ -20,7 +20,7 @@ describe('argument parser', () => {
   });
 
   it('stops at the first positional when asked, so guest flags pass through', () => {
-    const p = parseArgs(['--keep', 'ls', '-la', '--name'], specs, { stopAtFirstPositional: true });
+    const p = parseArgs(['--keep', 'ls', '-la', '--name'], specs, { stopAfterPositionals: 1 });
     assert.deepEqual(p.positionals, ['ls', '-la', '--name']);
   });
 

@@ -70,7 +70,7 @@ export const RUN_FLAGS: FlagSpecs = {
 const JSON_OUTPUT_LIMIT = 16 * 1024 * 1024;
 
 export async function runMain(argv: string[], out: Output): Promise<number> {
-  const parsed = parseArgs(argv, RUN_FLAGS, { stopAtFirstPositional: true }, RUN_USAGE);
+  const parsed = parseArgs(argv, RUN_FLAGS, { stopAfterPositionals: 1 }, RUN_USAGE);
   const f = parsed.flags;
   // `run -- CMD`, `run [--image REF] CMD ARGS`, `run IMAGE -- CMD`.
   let image = f.image as string | undefined;

@@ -1,0 +1,281 @@
+/**
+ * Read-only views of workspaces: status (with readiness and verification),
+ * listings, the serial console log and the event log.
+ */
+import { open, readFile, stat } from 'node:fs/promises';
+import { MicroagentError } from '../errors.js';
+import { execInGuest } from '../guest/exec-client.js';
+import { StatePaths, type WorkspacePaths } from '../paths.js';
+import type { VmStatus } from '../vmkit/schema.js';
+import type { WorkspaceEvent, WorkspaceRecord } from './record.js';
+import { isLive, TERMINAL_STATES } from './states.js';
+import { listWorkspaces, loadWorkspace } from './store.js';
+import { verifyWorkspace, type Verification } from './verify.js';
+
+export interface ReadinessSignal {
+  ready: boolean;
+  observedAt?: string;
+  detail?: string;
+  error?: string;
+}
+
+export interface Readiness {
+  guestReady: ReadinessSignal;
+  shellReady: ReadinessSignal;
+  execReady: ReadinessSignal;
+  resultReady: ReadinessSignal;
+}
+
+export interface WorkspaceStatus {
+  name: string;
+  state: WorkspaceRecord['state'];
+  stateDetail?: string;
+  createdAt: string;
+  updatedAt: string;
+  identity: WorkspaceRecord['identity'];
+  image: WorkspaceRecord['image'];
+  kernel: { id: string; version: string };
+  resources: WorkspaceRecord['resources'];
+  outputs?: Record<string, string>;
+  vm?: {
+    monitorPid: number;
+    qemuPid?: number;
+    accel: string;
+    accelReason: string;
+    state: VmStatus['state'];
+    startedAt: string;
+    readyAt?: string;
+  };
+  readiness: Readiness;
+  verification: Verification;
+}
+
+const PROBE_TIMEOUT_MS = 2_000;
+
+/** Full status of one workspace, with live readiness probes when it runs. */
+export async function workspaceStatus(options: {
+  stateDir?: string;
+  name: string;
+}): Promise<WorkspaceStatus> {
+  const paths = new StatePaths(options.stateDir);
+  const { ws, record, vm } = await loadWorkspace(paths, options.name);
+  const [readiness, verification] = await Promise.all([
+    readinessOf(ws, record, vm),
+    verifyWorkspace(paths, record),
+  ]);
+  return {
+    name: record.name,
+    state: record.state,
+    ...(record.stateDetail ? { stateDetail: record.stateDetail } : {}),
+    createdAt: record.createdAt,
+    updatedAt: record.updatedAt,
+    identity: record.identity,
+    image: record.image,
+    kernel: { id: record.kernel.id, version: record.kernel.version },
+    resources: record.resources,
+    ...(record.outputs ? { outputs: record.outputs } : {}),
+    ...(vm
+      ? {
+          vm: {
+            monitorPid: vm.monitorPid,
+            ...(vm.qemuPid !== undefined ? { qemuPid: vm.qemuPid } : {}),
+            accel: vm.accel,
+            accelReason: vm.accelReason,
+            state: vm.state,
+            startedAt: new Date(vm.startedAt).toISOString(),
+            ...(vm.readyAt !== undefined ? { readyAt: new Date(vm.readyAt).toISOString() } : {}),
+          },
+        }
+      : {}),
+    readiness,
+    verification,
+  };
+}
+
+async function readinessOf(
+  ws: WorkspacePaths,
+  record: WorkspaceRecord,
+  vm: VmStatus | undefined,
+): Promise<Readiness> {
+  const notLive: ReadinessSignal = {
+    ready: false,
+    detail: `workspace is ${record.state}; live readiness unavailable`,
+  };
+  const guestReady: ReadinessSignal =
+    vm?.readyAt !== undefined
+      ? { ready: true, observedAt: new Date(vm.readyAt).toISOString(), detail: `init ${vm.guest?.init ?? ''}`.trim() }
+      : isLive(record.state)
+        ? { ready: false, detail: 'the guest has not said HELLO yet' }
+        : notLive;
+  let execReady = notLive;
+  let shellReady = notLive;
+  if (record.state === 'running' && vm?.readyAt !== undefined) {
+    [execReady, shellReady] = await Promise.all([
+      probe(ws, ['true']),
+      probe(ws, ['/bin/sh', '-c', 'exit 0']),
+    ]);
+  } else if (record.state === 'paused') {
+    execReady = shellReady = { ready: false, detail: 'workspace is paused' };
+  }
+  let resultReady: ReadinessSignal = { ready: false, detail: 'no result recorded' };
+  try {
+    const s = await stat(ws.result);
+    resultReady = { ready: true, observedAt: s.mtime.toISOString() };
+  } catch {
+    // no result yet
+  }
+  return { guestReady, shellReady, execReady, resultReady };
+}
+
+/** A bounded structured exec round trip. */
+async function probe(ws: WorkspacePaths, argv: string[]): Promise<ReadinessSignal> {
+  const started = Date.now();
+  try {
+    const exit = await execInGuest(
+      ws.agentSocket,
+      { argv, timeoutMs: PROBE_TIMEOUT_MS },
+      { timeoutMs: PROBE_TIMEOUT_MS },
+    );
+    const ok = exit.status === 'exited' && exit.exitCode === 0;
+    return {
+      ready: ok,
+      observedAt: new Date().toISOString(),
+      detail: `${argv.join(' ')}: ${exit.status} ${exit.exitCode} in ${Date.now() - started} ms`,
+    };
+  } catch (err) {
+    return { ready: false, observedAt: new Date().toISOString(), error: (err as Error).message };
+  }
+}
+
+export interface WorkspaceSummary {
+  name: string;
+  state: WorkspaceRecord['state'];
+  profile: string;
+  cpus: number;
+  memoryMiB: number;
+  image: string;
+  backend: string;
+  updatedAt: string;
+}
+
+/** Every workspace (or only live ones), reconciled. */
+export async function listWorkspaceSummaries(options: {
+  stateDir?: string;
+  liveOnly?: boolean;
+}): Promise<WorkspaceSummary[]> {
+  const paths = new StatePaths(options.stateDir);
+  const all = await listWorkspaces(paths);
+  return all
+    .filter(({ record }) => !options.liveOnly || isLive(record.state))
+    .map(({ record }) => ({
+      name: record.name,
+      state: record.state,
+      profile: record.resources.profile,
+      cpus: record.resources.cpus,
+      memoryMiB: record.resources.memoryMiB,
+      image: record.image.ref,
+      backend: record.identity.backend,
+      updatedAt: record.updatedAt,
+    }));
+}
+
+/** The serial console log of the workspace's current (or last) boot. */
+export async function readLogs(options: { stateDir?: string; name: string }): Promise<Buffer> {
+  const paths = new StatePaths(options.stateDir);
+  const { ws } = await loadWorkspace(paths, options.name);
+  try {
+    return await readFile(ws.serialLog);
+  } catch {
+    return Buffer.alloc(0);
+  }
+}
+
+/**
+ * Streams the serial log: what is there, then what is appended, until the
+ * workspace leaves its live states or signal aborts.
+ */
+export async function followLogs(options: {
+  stateDir?: string;
+  name: string;
+  onData: (chunk: Buffer) => void;
+  signal?: AbortSignal;
+}): Promise<void> {
+  const paths = new StatePaths(options.stateDir);
+  let { ws } = await loadWorkspace(paths, options.name);
+  let offset = 0;
+  for (;;) {
+    offset += await readFrom(ws.serialLog, offset, options.onData);
+    if (options.signal?.aborted) return;
+    const loaded = await loadWorkspace(paths, options.name);
+    ws = loaded.ws;
+    if (!isLive(loaded.record.state)) {
+      await readFrom(ws.serialLog, offset, options.onData);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function readFrom(path: string, offset: number, onData: (c: Buffer) => void): Promise<number> {
+  let handle;
+  try {
+    handle = await open(path, 'r');
+  } catch {
+    return 0;
+  }
+  try {
+    let total = 0;
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    for (;;) {
+      const { bytesRead } = await handle.read(buf, 0, buf.length, offset + total);
+      if (bytesRead === 0) return total;
+      onData(Buffer.from(buf.subarray(0, bytesRead)));
+      total += bytesRead;
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The workspace's events, oldest first. */
+export async function readEvents(options: {
+  stateDir?: string;
+  name: string;
+}): Promise<WorkspaceEvent[]> {
+  const paths = new StatePaths(options.stateDir);
+  const { ws } = await loadWorkspace(paths, options.name);
+  return parseEvents(await readFile(ws.events, 'utf8').catch(() => ''));
+}
+
+function parseEvents(text: string): WorkspaceEvent[] {
+  const events: WorkspaceEvent[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      events.push(JSON.parse(line) as WorkspaceEvent);
+    } catch {
+      throw new MicroagentError('STATE_CORRUPT', 'the event log has a line that is not JSON');
+    }
+  }
+  return events;
+}
+
+/** Streams events as they are appended, until a terminal state or abort. */
+export async function followEvents(options: {
+  stateDir?: string;
+  name: string;
+  onEvent: (event: WorkspaceEvent) => void;
+  signal?: AbortSignal;
+}): Promise<void> {
+  const paths = new StatePaths(options.stateDir);
+  let seen = 0;
+  for (;;) {
+    const { ws, record } = await loadWorkspace(paths, options.name);
+    const events = parseEvents(await readFile(ws.events, 'utf8').catch(() => ''));
+    for (const e of events.slice(seen)) options.onEvent(e);
+    seen = events.length;
+    if (options.signal?.aborted) return;
+    if (TERMINAL_STATES.includes(record.state) && seen > 0) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
