@@ -1,0 +1,162 @@
+/**
+ * Persistent workspaces end to end, with real VMs: the lifecycle, crash
+ * reconciliation, races, concurrency, events and readiness.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { cli, E2E_STATE_DIR, killProcessesMentioning, waitNoProcesses } from '../helpers.js';
+
+const created: string[] = [];
+function wsName(prefix: string): string {
+  const name = `${prefix}-${randomBytes(3).toString('hex')}`;
+  created.push(name);
+  return name;
+}
+
+async function ok(args: string[]): Promise<string> {
+  const r = await cli(args);
+  assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr.toString()}${r.stdout.toString()}`);
+  return r.stdout.toString();
+}
+
+async function jsonOf(args: string[]): Promise<Record<string, unknown>> {
+  const r = await cli(['--json', ...args]);
+  return JSON.parse(r.stdout.toString()) as Record<string, unknown>;
+}
+
+async function errorCode(args: string[]): Promise<string> {
+  const doc = (await jsonOf(args)) as { ok?: boolean; error?: { code: string } };
+  assert.equal(doc.ok, false, `${args.join(' ')} should fail`);
+  return doc.error?.code ?? '';
+}
+
+describe('persistent workspaces', { timeout: 900_000 }, () => {
+  after(async () => {
+    for (const name of created) {
+      await cli(['kill', name]);
+      await cli(['delete', name]);
+    }
+    for (const name of created) killProcessesMentioning(join(E2E_STATE_DIR, 'workspaces', name) + '/');
+  });
+
+  it('create → start → exec → halt → start keeps the disk → pause refuses exec → resume → delete', async () => {
+    const name = wsName('life');
+    assert.match(await ok(['create', name, '--label', 'team=qa']), /created/);
+    assert.equal((await jsonOf(['status', name])).state, 'prepared');
+    await ok(['start', name]);
+    await ok(['exec', name, '--', 'sh', '-c', 'echo persisted > /root/keep; sync']);
+    await ok(['halt', name]);
+    assert.equal((await jsonOf(['status', name])).state, 'halted');
+    await ok(['start', name]);
+    assert.equal(await ok(['exec', name, '--', 'cat', '/root/keep']), 'persisted\n');
+    await ok(['pause', name]);
+    assert.equal(await errorCode(['exec', name, '--', 'true']), 'WORKSPACE_PAUSED');
+    assert.equal(await errorCode(['start', name]), 'WORKSPACE_PAUSED');
+    await ok(['resume', name]);
+    assert.equal(await ok(['exec', name, '--', 'echo', 'back']), 'back\n');
+    assert.equal(await errorCode(['delete', name]), 'WORKSPACE_RUNNING');
+    await ok(['halt', name]);
+
+    const events = (await jsonOf(['events', name])) as { events: { state: string; identity: { labels: Record<string, string>; runtimeId: string } }[] };
+    const states = events.events.map((e) => e.state);
+    assert.deepEqual(states, ['prepared', 'starting', 'running', 'stopping', 'halted', 'starting', 'running', 'paused', 'running', 'stopping', 'halted']);
+    for (const e of events.events) {
+      assert.equal(e.identity.runtimeId, name);
+      assert.deepEqual(e.identity.labels, { team: 'qa' });
+    }
+    await ok(['delete', name]);
+    assert.equal(await errorCode(['status', name]), 'WORKSPACE_NOT_FOUND');
+  });
+
+  it('reports readiness and verification in status', async () => {
+    const name = wsName('ready');
+    await ok(['create', name]);
+    let status = (await jsonOf(['status', name])) as any;
+    assert.equal(status.readiness.guestReady.ready, false);
+    assert.equal(status.verification.ok, true);
+    await ok(['start', name]);
+    status = await jsonOf(['status', name]);
+    assert.equal(status.readiness.guestReady.ready, true);
+    assert.equal(status.readiness.execReady.ready, true);
+    assert.equal(status.readiness.shellReady.ready, true);
+    assert.equal(status.readiness.resultReady.ready, false);
+    assert.match(status.verification.kernel.sha256, /^[0-9a-f]{64}$/);
+    assert.equal(status.verification.kernel.sha256, status.verification.kernel.recordedSha256);
+    await ok(['kill', name]);
+  });
+
+  it('shows a VMM killed behind its back as failed, and starts again', async () => {
+    const name = wsName('crash');
+    await ok(['create', name]);
+    await ok(['start', name]);
+    const status = (await jsonOf(['status', name])) as any;
+    process.kill(status.vm.qemuPid, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 500));
+    const after = (await jsonOf(['status', name])) as any;
+    assert.equal(after.state, 'failed');
+    assert.match(after.stateDetail, /not running/);
+    const list = (await jsonOf(['list'])) as { workspaces: { name: string; state: string }[] };
+    assert.equal(list.workspaces.find((w) => w.name === name)?.state, 'failed');
+    await ok(['start', name]);
+    assert.equal(await ok(['exec', name, '--', 'echo', 'again']), 'again\n');
+    await ok(['kill', name]);
+  });
+
+  it('lets exactly one of two concurrent starts boot', async () => {
+    const name = wsName('race');
+    await ok(['create', name]);
+    const [a, b] = await Promise.all([cli(['--json', 'start', name]), cli(['--json', 'start', name])]);
+    const codes = [a.code, b.code].sort();
+    assert.deepEqual(codes, [0, 1], `${a.stdout} ${b.stdout}`);
+    const loser = JSON.parse((a.code === 0 ? b : a).stdout.toString());
+    assert.ok(['WORKSPACE_BUSY', 'WORKSPACE_RUNNING'].includes(loser.error.code), loser.error.code);
+    await ok(['kill', name]);
+  });
+
+  it('runs 8 concurrent execs from separate processes, and 3 workspaces at once', async () => {
+    const names = [wsName('multi'), wsName('multi'), wsName('multi')];
+    for (const n of names) await ok(['create', n, '--profile', 'tiny']);
+    await Promise.all(names.map((n) => ok(['start', n])));
+    const results = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => cli(['exec', names[0] as string, '--', 'sh', '-c', `echo $((${i} * 2))`])),
+    );
+    results.forEach((r, i) => {
+      assert.equal(r.code, 0);
+      assert.equal(r.stdout.toString(), `${i * 2}\n`);
+    });
+    const hosts = await Promise.all(names.map((n) => ok(['exec', n, '--', 'hostname'])));
+    assert.deepEqual(hosts, names.map((n) => `${n}\n`));
+    const ps = (await jsonOf(['ps'])) as { workspaces: { name: string }[] };
+    for (const n of names) assert.ok(ps.workspaces.some((w) => w.name === n));
+    await Promise.all(names.map((n) => ok(['halt', n])));
+  });
+
+  it('gives distinct errors for bad names, unknown workspaces, wrong states and corrupt state', async () => {
+    assert.equal(await errorCode(['create', '-bad']), 'USAGE'); // a flag, not a name
+    assert.equal(await errorCode(['create', 'bad/name']), 'INVALID_NAME');
+    assert.equal(await errorCode(['start', 'no-such-workspace']), 'WORKSPACE_NOT_FOUND');
+    const name = wsName('states');
+    await ok(['create', name]);
+    assert.equal(await errorCode(['exec', name, '--', 'true']), 'WORKSPACE_NOT_RUNNING');
+    assert.equal(await errorCode(['resume', name]), 'WORKSPACE_NOT_PAUSED');
+    assert.equal(await errorCode(['create', name]), 'WORKSPACE_EXISTS');
+    const record = join(E2E_STATE_DIR, 'workspaces', name, 'workspace.json');
+    const original = await readFile(record, 'utf8');
+    await writeFile(record, original.replace('"v": 1', '"v": 99'));
+    assert.equal(await errorCode(['start', name]), 'STATE_CORRUPT');
+    assert.equal(await readFile(record, 'utf8'), original.replace('"v": 1', '"v": 99'), 'a newer record is not rewritten');
+    await writeFile(record, original);
+    await ok(['delete', name]);
+  });
+
+  it('leaves no process behind', async () => {
+    for (const name of created) await cli(['kill', name]);
+    for (const name of created) {
+      const left = await waitNoProcesses(join(E2E_STATE_DIR, 'workspaces', name) + '/', 10_000);
+      assert.deepEqual(left, [], `processes of ${name}`);
+    }
+  });
+});
