@@ -58,6 +58,36 @@ export class StatePaths {
     return join(this.root, 'images');
   }
 
+  /** Content-addressed blob cache shared by all images: blobs/sha256/<hex>. */
+  get blobs(): string {
+    return join(this.root, 'blobs');
+  }
+
+  /** Records of pulled images, keyed by canonical reference. */
+  get imageIndex(): string {
+    return join(this.images, 'index.json');
+  }
+
+  /** Pins of pulls in progress (blobs that prune must keep). */
+  get imagePins(): string {
+    return join(this.images, 'pins');
+  }
+
+  /** Cached rootfs baselines built from OCI images (src/rootfs/baseline.ts). */
+  get baselines(): string {
+    return join(this.root, 'baselines');
+  }
+
+  /** One baseline: `rootfs.ext4` and `baseline.json`. */
+  baselineDir(key: string): string {
+    return join(this.baselines, key);
+  }
+
+  /** Lock taken while a baseline is built. */
+  baselineLock(key: string): string {
+    return join(this.locks, `baseline-${key}.lock`);
+  }
+
   get tmp(): string {
     return join(this.root, 'tmp');
   }
