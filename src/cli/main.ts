@@ -12,6 +12,7 @@ import { runMain, RUN_FLAGS, RUN_USAGE } from './commands/run.js';
 import { kernelMain, KERNEL_USAGE } from './commands/kernel.js';
 import { doctorMain, DOCTOR_FLAGS, DOCTOR_USAGE } from './commands/doctor.js';
 import { ALIASES, WORKSPACE_COMMANDS } from './commands/workspace.js';
+import { IMAGE_COMMAND } from './commands/image.js';
 
 interface Command {
   summary: string;
@@ -28,6 +29,7 @@ const COMMANDS: Record<string, Command> = {
     main: runMain,
   },
   ...WORKSPACE_COMMANDS,
+  image: IMAGE_COMMAND,
   kernel: {
     summary: 'Install, list and verify guest kernels',
     usage: KERNEL_USAGE,
