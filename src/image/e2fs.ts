@@ -14,8 +14,10 @@ export async function mkfsExt4(
   img: string,
   sizeBytes: number,
   label: string,
+  opts: { inodes?: number } = {},
 ): Promise<void> {
   const kib = Math.ceil(sizeBytes / 1024);
+  const inodeArgs = opts.inodes === undefined ? [] : ['-N', String(opts.inodes)]; // inode count: the default ratio (1 per 16 KiB) runs out on trees of small files
   try {
     await run(
       [
@@ -31,6 +33,7 @@ export async function mkfsExt4(
         label, // volume label (blkid / findfs LABEL=)
         '-E',
         'root_owner=0:0', // the root dir belongs to root, not to the caller
+        ...inodeArgs,
         img,
         `${kib}k`, // size; the file is created sparse
       ],

@@ -10,7 +10,7 @@ import { MicroagentError, toMicroagentError } from '../errors.js';
 import { execInGuest } from '../guest/exec-client.js';
 import type { ExecExit } from '../guest/protocol.js';
 import { StatePaths } from '../paths.js';
-import { ensurePrivateDir } from '../util/fs.js';
+import { ensurePrivateDir, writeJsonAtomic } from '../util/fs.js';
 import { generateRunName, validateWorkspaceName } from './names.js';
 import { resolveResources, type Resources } from './profiles.js';
 import { appendEvent, writeRecord, type Identity, type WorkspaceRecord } from './record.js';
@@ -119,6 +119,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   const keep = options.keep === true;
   let started = false;
   let plan: BootPlan | undefined;
+  let record: WorkspaceRecord | undefined;
   try {
     options.onProgress?.({ phase: 'prepare', detail: 'kernel and image' });
     plan = await prepareBoot(paths, ws, {
@@ -128,7 +129,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       resources,
     });
     const now = new Date().toISOString();
-    const record: WorkspaceRecord = {
+    record = {
       v: 1,
       name,
       createdAt: now,
@@ -141,7 +142,8 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       resources,
       env: options.env ?? {},
     };
-    await writeRecord(ws, record);
+    const created = record;
+    await writeRecord(ws, created);
     await appendEvent(ws, { at: now, state: 'starting', identity });
     const tPrepared = performance.now();
 
@@ -163,6 +165,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     });
 
     let tReady = 0;
+    let recorded: Promise<void> = Promise.resolve();
     const exit = await execInGuest(
       ws.agentSocket,
       {
@@ -182,6 +185,12 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
         timeoutMs: (options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS) + 5_000,
         onStarted: () => {
           tReady = performance.now();
+          const at = new Date().toISOString();
+          recorded = recorded.then(() =>
+            writeRecord(ws, { ...created, state: 'running', updatedAt: at }).then(() =>
+              appendEvent(ws, { at, state: 'running', identity }),
+            ),
+          );
           options.onProgress?.({
             phase: 'ready',
             workspace: name,
@@ -193,13 +202,21 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     const tExec = performance.now();
 
     options.onProgress?.({ phase: 'teardown', workspace: name });
-    // The guest has nothing left to do: a clean power-off keeps the disk
-    // consistent for --keep; a guest that does not stop in time is killed.
-    if ((await stopVm(ws, identity, 5000)).timedOut) await killVm(ws, identity);
+    // A kept workspace gets a clean power-off so its disk stays consistent
+    // (a guest that does not stop in time is killed). A throwaway one is
+    // discarded with its disk, so a hard stop is safe and saves the guest's
+    // shutdown.
+    if (!keep || (await stopVm(ws, identity, 5000)).timedOut) await killVm(ws, identity);
     started = false;
+    await recorded;
     if (keep) {
       const at = new Date().toISOString();
-      await writeRecord(ws, { ...record, state: 'halted', updatedAt: at });
+      await writeJsonAtomic(ws.result, {
+        ...exit,
+        argv: options.argv,
+        completedAt: at,
+      });
+      await writeRecord(ws, { ...created, state: 'halted', updatedAt: at });
       await appendEvent(ws, { at, state: 'halted', detail: 'run finished', identity });
     } else {
       await rm(ws.dir, { recursive: true, force: true });
@@ -231,11 +248,12 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   } catch (err) {
     const error = toMicroagentError(err);
     if (started) await killVm(ws, identity).catch(() => undefined);
-    if (keep && plan) {
+    if (keep && record) {
       const at = new Date().toISOString();
-      await appendEvent(ws, { at, state: 'failed', detail: error.message, identity }).catch(
-        () => undefined,
-      );
+      const detail = error.message.split('\n')[0] ?? error.message;
+      await writeRecord(ws, { ...record, state: 'failed', stateDetail: detail, updatedAt: at })
+        .then(() => appendEvent(ws, { at, state: 'failed', detail, identity }))
+        .catch(() => undefined);
     } else {
       await rm(ws.dir, { recursive: true, force: true }).catch(() => undefined);
     }

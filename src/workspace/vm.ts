@@ -9,7 +9,15 @@ import { BUILD, type StatePaths, type WorkspacePaths } from '../paths.js';
 import { procStat } from '../proc/spawn.js';
 import { createOverlay, writeConfigDisk } from '../rootfs/disks.js';
 import { callSupervisor } from '../vmkit/client.js';
-import type { SupervisorRequestInput, VmStatus } from '../vmkit/schema.js';
+import {
+  StartResultSchema,
+  StatusResultSchema,
+  type StartResult,
+  type StatusResult,
+  type SupervisorRequestInput,
+  type VmStatus,
+} from '../vmkit/schema.js';
+import { errorFromJSON } from '../errors.js';
 import { hostnameFor } from './names.js';
 import type { Resources } from './profiles.js';
 import type { Identity, WorkspaceRecord } from './record.js';
@@ -82,6 +90,33 @@ export function supervisorPath(): string {
   return process.env.MICROAGENT_QEMU_SUPERVISOR || BUILD.qemuSupervisor;
 }
 
+/**
+ * Sends one request to the backend supervisor. The built-in QEMU supervisor
+ * runs in this process (the same code its executable runs: one Node start-up
+ * less per start/stop, ~60-100 ms each). A supervisor named by
+ * MICROAGENT_QEMU_SUPERVISOR, or MICROAGENT_SUPERVISOR_EXEC=1, goes through
+ * the executable and its JSON-in/JSON-out protocol.
+ */
+async function dispatch(
+  request: SupervisorRequestInput & { command: 'start' },
+  timeoutMs: number,
+): Promise<StartResult>;
+async function dispatch(request: SupervisorRequestInput, timeoutMs: number): Promise<StatusResult>;
+async function dispatch(
+  request: SupervisorRequestInput,
+  timeoutMs: number,
+): Promise<StartResult | StatusResult> {
+  if (process.env.MICROAGENT_QEMU_SUPERVISOR || process.env.MICROAGENT_SUPERVISOR_EXEC === '1') {
+    return callSupervisor(supervisorPath(), request, { timeoutMs });
+  }
+  const { handleRequest } = await import('../supervisors/qemu/supervisor.js');
+  const { response } = await handleRequest(request);
+  if (!response.ok) throw errorFromJSON('supervisor', response.error);
+  return request.command === 'start'
+    ? StartResultSchema.parse(response)
+    : StatusResultSchema.parse(response);
+}
+
 function supervisorIdentity(identity: Identity): SupervisorRequestInput['identity'] {
   return { ...identity, backend: 'qemu' };
 }
@@ -93,9 +128,7 @@ export async function startVm(
   options: StartOptions,
 ): Promise<StartedVm> {
   const owner = options.ownerLease ? procStat(process.pid) : undefined;
-  const response = await callSupervisor(
-    supervisorPath(),
-    {
+  const response = await dispatch({
       v: 1,
       command: 'start',
       identity: supervisorIdentity(options.identity),
@@ -114,9 +147,7 @@ export async function startVm(
         ...(owner ? { owner: { pid: process.pid, startTime: owner.startTime } } : {}),
         removeOnOwnerExit: options.removeOnOwnerExit,
       },
-    },
-    { timeoutMs: 30_000 },
-  );
+    }, 30_000);
   return {
     accel: response.accel,
     accelReason: response.accelReason,
@@ -134,46 +165,26 @@ export async function stopVm(
   identity: Identity,
   graceMs: number,
 ): Promise<{ timedOut: boolean }> {
-  const response = await callSupervisor(
-    supervisorPath(),
-    { v: 1, command: 'stop', identity: supervisorIdentity(identity), runtimeDir: ws.runtime, graceMs },
-    { timeoutMs: graceMs + 15_000 },
-  );
+  const response = await dispatch({ v: 1, command: 'stop', identity: supervisorIdentity(identity), runtimeDir: ws.runtime, graceMs }, graceMs + 15_000);
   return { timedOut: response.timedOut === true };
 }
 
 /** Hard stop (SIGKILL of the VMM); returns when it is gone. */
 export async function killVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
-  await callSupervisor(
-    supervisorPath(),
-    { v: 1, command: 'kill', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
-    { timeoutMs: 20_000 },
-  );
+  await dispatch({ v: 1, command: 'kill', identity: supervisorIdentity(identity), runtimeDir: ws.runtime }, 20_000);
 }
 
 export async function pauseVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
-  await callSupervisor(
-    supervisorPath(),
-    { v: 1, command: 'pause', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
-    { timeoutMs: 20_000 },
-  );
+  await dispatch({ v: 1, command: 'pause', identity: supervisorIdentity(identity), runtimeDir: ws.runtime }, 20_000);
 }
 
 export async function resumeVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
-  await callSupervisor(
-    supervisorPath(),
-    { v: 1, command: 'resume', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
-    { timeoutMs: 20_000 },
-  );
+  await dispatch({ v: 1, command: 'resume', identity: supervisorIdentity(identity), runtimeDir: ws.runtime }, 20_000);
 }
 
 /** The VM's status as the supervisor sees it (it also reaps an orphaned VMM). */
 export async function statusVm(ws: WorkspacePaths, identity: Identity): Promise<VmStatus | null> {
-  const response = await callSupervisor(
-    supervisorPath(),
-    { v: 1, command: 'status', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
-    { timeoutMs: 20_000 },
-  );
+  const response = await dispatch({ v: 1, command: 'status', identity: supervisorIdentity(identity), runtimeDir: ws.runtime }, 20_000);
   return response.status;
 }
 
@@ -183,16 +194,12 @@ export async function waitVm(
   identity: Identity,
   timeoutMs?: number,
 ): Promise<{ timedOut: boolean; status: VmStatus | null }> {
-  const response = await callSupervisor(
-    supervisorPath(),
-    {
+  const response = await dispatch({
       v: 1,
       command: 'wait',
       identity: supervisorIdentity(identity),
       runtimeDir: ws.runtime,
       ...(timeoutMs !== undefined ? { timeoutMs } : {}),
-    },
-    { timeoutMs: (timeoutMs ?? 86_400_000) + 15_000 },
-  );
+    }, (timeoutMs ?? 86_400_000) + 15_000);
   return { timedOut: response.timedOut === true, status: response.status };
 }

@@ -48,6 +48,13 @@ describe('microagent run', { timeout: 600_000 }, () => {
     await noLeftovers();
   });
 
+  it('works through the supervisor executable (JSON in, JSON out) as well as in-process', async () => {
+    const r = await cli(['run', '--', 'echo', 'via-exec'], { env: { MICROAGENT_SUPERVISOR_EXEC: '1' } });
+    assert.equal(r.code, 0, r.stderr.toString());
+    assert.equal(r.stdout.toString(), 'via-exec\n');
+    await noLeftovers();
+  });
+
   it('prints the guest kernel name on stdout', async () => {
     const r = await cli(['run', '--', 'uname', '-s']);
     assert.equal(r.code, 0);
