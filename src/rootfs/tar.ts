@@ -153,6 +153,18 @@ class ByteSource {
     }
   }
 
+  /** Skips up to n bytes, stopping quietly at the end of input. */
+  async skipUpTo(n: number): Promise<void> {
+    let left = n;
+    while (left > 0) {
+      if (this.len === 0) await this.fill(1);
+      if (this.len === 0) return;
+      const take = Math.min(this.bufs[0]!.length, left);
+      this.consumeFirst(take);
+      left -= take;
+    }
+  }
+
   async skip(n: number): Promise<void> {
     for await (const _ of this.chunks(n)) {
       // discard
@@ -209,8 +221,10 @@ export async function* readTar(
   for (;;) {
     const at = src.offset;
     const header = await src.read(BLOCK);
-    // A tar stream ends with zero blocks; without one it was cut short.
-    if (header === undefined) throw truncated(at);
+    // A tar stream should end with zero blocks, but some writers stop right
+    // after the last entry (as Go's archive/tar reader, accept that). The
+    // blob's digest was verified, so a cut download cannot end up here.
+    if (header === undefined) return;
     if (isZero(header)) return; // end of archive (the second zero block is not needed)
     verifyChecksum(header, at);
 
@@ -284,10 +298,14 @@ export async function* readTar(
     };
     const before = src.offset;
     yield entry;
-    // Skip whatever of the body (and the padding) the consumer left unread.
+    // Skip whatever of the body the consumer left unread (it must all be
+    // there), then the padding. Some writers (umoci insert, for one) end the
+    // stream right after the last entry's data, without padding or the two
+    // zero blocks: a clean end of input there is not an error.
     const consumed = src.offset - before;
     if (consumed > padded) throw new MicroagentError('INTERNAL', 'read past a tar entry');
-    await src.skip(padded - consumed);
+    if (consumed < size) await src.skip(size - consumed);
+    await src.skipUpTo(padded - Math.max(consumed, size));
   }
 }
 

@@ -11,10 +11,9 @@ import { execInGuest } from '../guest/exec-client.js';
 import type { ExecExit } from '../guest/protocol.js';
 import { prepareBootKernel } from '../kernel/index.js';
 import { StatePaths, type WorkspacePaths } from '../paths.js';
-import { writeConfigDisk } from '../rootfs/disks.js';
 import { ensurePrivateDir } from '../util/fs.js';
 import { acquireLock } from './lock.js';
-import { hostnameFor, validateWorkspaceName } from './names.js';
+import { validateWorkspaceName } from './names.js';
 import { resolveResources } from './profiles.js';
 import {
   appendEvent,
@@ -26,7 +25,8 @@ import {
 import { assertTransition, TERMINAL_STATES } from './states.js';
 import { loadWorkspace, readVmStatus, vmAlive, type LoadedWorkspace } from './store.js';
 import { verifyWorkspace, type Verification } from './verify.js';
-import { killVm, pauseVm, prepareBoot, resumeVm, startVm, stopVm, waitVm } from './vm.js';
+import { killVm, pauseVm, prepareBoot, resumeVm, startVm, stopVm, waitVm, writeBootConfig } from './vm.js';
+import { resolveImage, type ResolveImageOptions } from './image.js';
 
 export const DEFAULT_BOOT_TIMEOUT_MS = 60_000;
 /** stop gives the guest this long, then reports failed (no escalation). */
@@ -49,6 +49,8 @@ export interface CreateOptions {
   outputs?: Record<string, string>;
   accel?: 'auto' | 'kvm' | 'tcg';
   bootTimeoutMs?: number;
+  /** Platform, insecure registries, setuid policy, size, pull progress. */
+  imageOptions?: ResolveImageOptions;
   onSetupOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
 }
 
@@ -91,11 +93,6 @@ async function transition(
 export async function createWorkspace(options: CreateOptions): Promise<WorkspaceRecord> {
   const name = validateWorkspaceName(options.name);
   const imageRef = options.image ?? 'default';
-  if (imageRef !== 'default') {
-    throw new MicroagentError('INVALID_ARGUMENT', `cannot use image "${imageRef}" yet`, {
-      remediation: 'Only the embedded default image is available in this build; omit --image.',
-    });
-  }
   for (const [key, path] of Object.entries(options.outputs ?? {})) {
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(key) || !path.startsWith('/')) {
       throw new MicroagentError('INVALID_ARGUMENT', `invalid --output ${key}=${path}`, {
@@ -122,7 +119,8 @@ export async function createWorkspace(options: CreateOptions): Promise<Workspace
   const lock = await acquireLock(ws.lock, name, 'create');
   try {
     const env = options.env ?? {};
-    const plan = await prepareBoot(paths, ws, { name, imageRef, env, resources });
+    const image = await resolveImage(paths, imageRef, options.imageOptions ?? {});
+    const plan = await prepareBoot(paths, ws, { name, image, env, resources });
     const now = new Date().toISOString();
     let record: WorkspaceRecord = {
       v: 1,
@@ -234,12 +232,7 @@ async function bootWorkspace(
   // The kernel is verified against its manifest again right before boot.
   const kernel = await prepareBootKernel(paths, { id: record.kernel.id });
   await rm(ws.runtime, { recursive: true, force: true });
-  await writeConfigDisk(ws.configDisk, {
-    v: 1,
-    workspace: record.name,
-    hostname: hostnameFor(record.name),
-    ...(Object.keys(record.env).length > 0 ? { env: record.env } : {}),
-  });
+  await writeBootConfig(ws, record.name, { ...record.image.defaults?.env, ...record.env });
   let current = await transition(ws, record, 'starting');
   const bootTimeoutMs = options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
   try {
@@ -301,7 +294,9 @@ export async function execWorkspace(options: ExecOptions): Promise<ExecExit> {
     {
       argv: options.argv,
       ...(options.env && Object.keys(options.env).length > 0 ? { env: options.env } : {}),
-      ...(options.cwd ? { cwd: options.cwd } : {}),
+      ...((options.cwd ?? record.image.defaults?.workingDir)
+        ? { cwd: options.cwd ?? record.image.defaults?.workingDir }
+        : {}),
       ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
       ...(options.stdoutLimit !== undefined ? { stdoutLimit: options.stdoutLimit } : {}),
       ...(options.stderrLimit !== undefined ? { stderrLimit: options.stderrLimit } : {}),

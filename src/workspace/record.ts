@@ -46,9 +46,23 @@ export const WorkspaceRecordSchema = z
     image: z
       .object({
         ref: z.string(),
+        /** Canonical reference and manifest digest (OCI images). */
+        reference: z.string().optional(),
+        digest: z.string().optional(),
         key: z.string(),
         baseline: z.string(),
         initSha256: z.string(),
+        /** The image config's defaults: entrypoint, cmd, env, workingDir, user. */
+        defaults: z
+          .object({
+            entrypoint: z.array(z.string()).optional(),
+            cmd: z.array(z.string()).optional(),
+            env: z.record(z.string(), z.string()),
+            workingDir: z.string().optional(),
+            user: z.string().optional(),
+          })
+          .strict()
+          .optional(),
       })
       .strict(),
     kernel: z

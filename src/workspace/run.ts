@@ -15,11 +15,14 @@ import { generateRunName, validateWorkspaceName } from './names.js';
 import { resolveResources, type Resources } from './profiles.js';
 import { appendEvent, writeRecord, type Identity, type WorkspaceRecord } from './record.js';
 import { prepareBoot, startVm, stopVm, killVm, type BootPlan } from './vm.js';
+import { commandFor, DEFAULT_IMAGE, resolveImage, type ResolveImageOptions } from './image.js';
 
 export interface RunOptions {
   stateDir?: string;
-  /** Image reference; only the embedded default image exists so far. */
+  /** Image reference (default: the embedded default image). */
   image?: string;
+  /** Platform, insecure registries, setuid policy, rootfs size, pull progress. */
+  imageOptions?: ResolveImageOptions;
   argv: string[];
   env?: Record<string, string>;
   cwd?: string;
@@ -62,7 +65,7 @@ export interface RunResult {
   stderrTruncated: boolean;
   error?: { code: string; message: string };
   kept: boolean;
-  image: { ref: string; key: string };
+  image: { ref: string; key: string; digest?: string };
   kernel: { id: string; version: string };
   accel: { name: string; reason: string };
   resources: Resources;
@@ -80,16 +83,10 @@ export const DEFAULT_BOOT_TIMEOUT_MS = 60_000;
 /** Boots a workspace, runs argv in it, tears it down. See RunOptions. */
 export async function runCommand(options: RunOptions): Promise<RunResult> {
   const t0 = performance.now();
-  if (options.argv.length === 0 || options.argv[0] === '') {
+  const imageRef = options.image ?? DEFAULT_IMAGE;
+  if (imageRef === DEFAULT_IMAGE && (options.argv.length === 0 || options.argv[0] === '')) {
     throw new MicroagentError('USAGE', 'run needs a command to execute', {
       remediation: 'Usage: microagent run [--image REF] [--] CMD [ARGS...]',
-    });
-  }
-  const imageRef = options.image ?? 'default';
-  if (imageRef !== 'default') {
-    throw new MicroagentError('INVALID_ARGUMENT', `cannot use image "${imageRef}" yet`, {
-      remediation:
-        'Only the embedded default image is available in this build; omit --image to use it.',
     });
   }
   const resources = resolveResources(options);
@@ -118,13 +115,23 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   };
   const keep = options.keep === true;
   let started = false;
+  let argv: string[] = options.argv;
+  let cwd: string | undefined;
   let plan: BootPlan | undefined;
   let record: WorkspaceRecord | undefined;
   try {
     options.onProgress?.({ phase: 'prepare', detail: 'kernel and image' });
+    const image = await resolveImage(paths, imageRef, options.imageOptions ?? {});
+    argv = commandFor(image.defaults, options.argv);
+    if (argv.length === 0) {
+      throw new MicroagentError('USAGE', `image ${imageRef} has no Entrypoint or Cmd`, {
+        remediation: 'Give the command to run: microagent run IMAGE -- CMD [ARGS...]',
+      });
+    }
+    cwd = options.cwd ?? image.defaults.workingDir;
     plan = await prepareBoot(paths, ws, {
       name,
-      imageRef,
+      image,
       env: options.env ?? {},
       resources,
     });
@@ -169,9 +176,8 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     const exit = await execInGuest(
       ws.agentSocket,
       {
-        argv: options.argv,
-        ...(options.env && Object.keys(options.env).length > 0 ? { env: options.env } : {}),
-        ...(options.cwd ? { cwd: options.cwd } : {}),
+        argv,
+        ...(cwd ? { cwd } : {}),
         stdin: options.stdin !== undefined,
         ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
         ...(options.stdoutLimit !== undefined ? { stdoutLimit: options.stdoutLimit } : {}),
@@ -213,7 +219,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       const at = new Date().toISOString();
       await writeJsonAtomic(ws.result, {
         ...exit,
-        argv: options.argv,
+        argv,
         completedAt: at,
       });
       await writeRecord(ws, { ...created, state: 'halted', updatedAt: at });
@@ -233,7 +239,11 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       stderrTruncated: exit.stderrTruncated,
       ...(exit.error ? { error: exit.error } : {}),
       kept: keep,
-      image: { ref: imageRef, key: plan.imageRecord.key },
+      image: {
+        ref: imageRef,
+        key: plan.imageRecord.key,
+        ...(plan.imageRecord.digest ? { digest: plan.imageRecord.digest } : {}),
+      },
       kernel: { id: plan.kernelRecord.id, version: plan.kernelRecord.version },
       accel: { name: vm.accel, reason: vm.accelReason },
       resources,

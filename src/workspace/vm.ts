@@ -3,7 +3,6 @@
  * plan (verified kernel, image baseline, private overlay, config disk) and
  * drives the supervisor executable to start, stop and kill its VM.
  */
-import { ensureDefaultImage } from '../image/default-image.js';
 import { prepareBootKernel } from '../kernel/index.js';
 import { BUILD, type StatePaths, type WorkspacePaths } from '../paths.js';
 import { procStat } from '../proc/spawn.js';
@@ -20,6 +19,7 @@ import {
 import { errorFromJSON } from '../errors.js';
 import { hostnameFor } from './names.js';
 import type { Resources } from './profiles.js';
+import type { ResolvedImage } from './image.js';
 import type { Identity, WorkspaceRecord } from './record.js';
 
 export interface BootPlan {
@@ -30,33 +30,32 @@ export interface BootPlan {
   resources: Resources;
 }
 
-/** Verifies the kernel, builds the image if needed, and writes the workspace's disks. */
+/**
+ * Verifies the kernel, and writes the workspace's disks: a private
+ * copy-on-write overlay on the image baseline and the per-boot config disk.
+ */
 export async function prepareBoot(
   paths: StatePaths,
   ws: WorkspacePaths,
-  options: { name: string; imageRef: string; env: Record<string, string>; resources: Resources },
+  options: { name: string; image: ResolvedImage; env: Record<string, string>; resources: Resources },
 ): Promise<BootPlan> {
-  const [kernel, image] = await Promise.all([
-    prepareBootKernel(paths, { autoInstall: true }),
-    ensureDefaultImage(paths),
-  ]);
+  const kernel = await prepareBootKernel(paths, { autoInstall: true });
+  const image = options.image;
   await Promise.all([
-    createOverlay(image.path, ws.disk),
-    writeConfigDisk(ws.configDisk, {
-      v: 1,
-      workspace: options.name,
-      hostname: hostnameFor(options.name),
-      ...(Object.keys(options.env).length > 0 ? { env: options.env } : {}),
-    }),
+    createOverlay(image.baseline, ws.disk),
+    writeBootConfig(ws, options.name, { ...image.defaults.env, ...options.env }),
   ]);
   return {
     kernelPath: kernel.kernelPath,
     initramfsPath: kernel.initramfsPath,
     imageRecord: {
-      ref: options.imageRef,
+      ref: image.ref,
+      ...(image.reference ? { reference: image.reference } : {}),
+      ...(image.digest ? { digest: image.digest } : {}),
       key: image.key,
-      baseline: image.path,
+      baseline: image.baseline,
       initSha256: image.initSha256,
+      defaults: image.defaults,
     },
     kernelRecord: {
       id: kernel.id,
@@ -68,6 +67,20 @@ export async function prepareBoot(
     },
     resources: options.resources,
   };
+}
+
+/** Writes the per-boot config disk (hostname, base environment). */
+export async function writeBootConfig(
+  ws: WorkspacePaths,
+  name: string,
+  env: Record<string, string>,
+): Promise<void> {
+  await writeConfigDisk(ws.configDisk, {
+    v: 1,
+    workspace: name,
+    hostname: hostnameFor(name),
+    ...(Object.keys(env).length > 0 ? { env } : {}),
+  });
 }
 
 export interface StartedVm {

@@ -6,11 +6,34 @@ import { table, writeJson, type Output } from '../output.js';
 import { listImages, pruneImages, pullImage, removeImage, tagImage, type PullEvent } from '../../oci/index.js';
 import { StatePaths } from '../../paths.js';
 import type { CommandSpec } from './workspace.js';
+import type { ResolveImageOptions } from '../../workspace/image.js';
+import { parseMemory } from '../../workspace/profiles.js';
 
 const COMMON: FlagSpecs = {
   json: { type: 'boolean', help: 'Print JSON' },
   'state-dir': { type: 'string', arg: 'DIR', help: 'State directory (default ~/.microagent)' },
 };
+/** Flags shared by run, create and rootfs build for resolving an image. */
+export const IMAGE_FLAGS: FlagSpecs = {
+  platform: { type: 'string', arg: 'OS/ARCH[/VARIANT]', help: 'Platform to pick from an image index (default: this host)' },
+  'insecure-registry': { type: 'strings', arg: 'HOST[:PORT]', help: 'Allow plain HTTP to this registry (repeatable)' },
+  'allow-guest-setuid': { type: 'boolean', help: 'Keep setuid/setgid bits from the image (stripped by default)' },
+  size: { type: 'string', arg: 'SIZE', help: 'Pin the root file system size, e.g. 2G (default: content + headroom)' },
+};
+
+export function imageOptionsFrom(
+  f: Record<string, unknown>,
+  progress?: NodeJS.WritableStream,
+): ResolveImageOptions {
+  return {
+    ...(f.platform ? { platform: f.platform as string } : {}),
+    ...(f['insecure-registry'] ? { insecureRegistries: f['insecure-registry'] as string[] } : {}),
+    ...(f['allow-guest-setuid'] === true ? { allowGuestSetuid: true } : {}),
+    ...(f.size ? { sizeBytes: parseMemory(f.size as string) * 1024 * 1024 } : {}),
+    ...(progress ? { onPull: progressRenderer(progress as NodeJS.WriteStream) } : {}),
+  };
+}
+
 const PULL_FLAGS: FlagSpecs = {
   ...COMMON,
   platform: { type: 'string', arg: 'OS/ARCH[/VARIANT]', help: 'Platform to pick from an index (default: this host)' },

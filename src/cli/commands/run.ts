@@ -11,9 +11,10 @@ import {
 } from '../args.js';
 import { encodeOutput, paint, writeJson, type Output } from '../output.js';
 import { runCommand, type RunResult } from '../../workspace/run.js';
+import { IMAGE_FLAGS, imageOptionsFrom } from './image.js';
 import { parseMemory } from '../../workspace/profiles.js';
 
-export const RUN_USAGE = 'microagent run [flags] [--image REF] [--] CMD [ARGS...]';
+export const RUN_USAGE = 'microagent run [flags] [--image REF] [--] CMD [ARGS...]  |  microagent run [flags] IMAGE [CMD [ARGS...]]';
 
 export const RUN_FLAGS: FlagSpecs = {
   image: {
@@ -62,12 +63,24 @@ export const RUN_FLAGS: FlagSpecs = {
     arg: 'DURATION',
     help: 'Give up when the guest is not ready after this long (default 60s)',
   },
+  ...IMAGE_FLAGS,
   json: { type: 'boolean', help: 'Print one JSON document with the result, stdout and stderr' },
   'state-dir': { type: 'string', arg: 'DIR', help: 'State directory (default ~/.microagent)' },
 };
 
 /** Cap on each stream collected for --json output. */
 const JSON_OUTPUT_LIMIT = 16 * 1024 * 1024;
+
+/**
+ * Whether the first positional of `run` is an image reference rather than a
+ * command: it has a registry, tag or digest (`/`, `:` or `@`) and is not a
+ * path. A bare short name like `ubuntu` is taken as a command; use
+ * `--image ubuntu` or `run ubuntu -- CMD` for it.
+ */
+export function looksLikeImage(arg: string | undefined): boolean {
+  if (arg === undefined || arg.startsWith('/') || arg.startsWith('.')) return false;
+  return /[/:@]/.test(arg);
+}
 
 export async function runMain(argv: string[], out: Output): Promise<number> {
   const parsed = parseArgs(argv, RUN_FLAGS, { stopAfterPositionals: 1 }, RUN_USAGE);
@@ -84,10 +97,14 @@ export async function runMain(argv: string[], out: Output): Promise<number> {
       image = parsed.positionals[0];
     }
     command = parsed.rest;
+  } else if (image === undefined && looksLikeImage(parsed.positionals[0])) {
+    // `run IMAGE [CMD ARGS...]`, as with docker run.
+    image = parsed.positionals[0];
+    command = parsed.positionals.slice(1);
   } else {
     command = parsed.positionals;
   }
-  if (command.length === 0) {
+  if (command.length === 0 && image === undefined) {
     throw new UsageError('missing the command to run', `Usage: ${RUN_USAGE}`);
   }
   const json = out.json || f.json === true;
@@ -122,6 +139,7 @@ export async function runMain(argv: string[], out: Output): Promise<number> {
       ...(f.memory ? { memoryMiB: parseMemory(f.memory as string) } : {}),
       ...(f['state-dir'] ? { stateDir: f['state-dir'] as string } : {}),
       accel,
+      imageOptions: imageOptionsFrom(f, progress ? out.stderr : undefined),
       ...(f.stdin === true ? { stdin: process.stdin } : {}),
       ...(json ? { stdoutLimit: JSON_OUTPUT_LIMIT, stderrLimit: JSON_OUTPUT_LIMIT } : {}),
       onStdout: json ? (c) => stdoutChunks.push(c) : (c) => out.stdout.write(c),

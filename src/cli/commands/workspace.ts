@@ -25,6 +25,7 @@ import {
   waitWorkspace,
 } from '../../workspace/lifecycle.js';
 import { parseMemory } from '../../workspace/profiles.js';
+import { IMAGE_FLAGS, imageOptionsFrom } from './image.js';
 import type { WorkspaceRecord } from '../../workspace/record.js';
 import {
   followEvents,
@@ -84,6 +85,7 @@ const CREATE_FLAGS: FlagSpecs = {
   output: { type: 'strings', arg: 'NAME=PATH', help: 'Declare an output file (see artifacts)' },
   label: { type: 'strings', arg: 'KEY=VALUE', help: 'Caller label recorded with the workspace' },
   accel: { type: 'string', arg: 'auto|kvm|tcg', help: 'Accelerator for the setup boot' },
+  ...IMAGE_FLAGS,
 };
 
 async function createMain(argv: string[], out: Output): Promise<number> {
@@ -101,6 +103,7 @@ async function createMain(argv: string[], out: Output): Promise<number> {
     ...(flags.output ? { outputs: parseKeyValues(flags.output as string[], 'output') } : {}),
     ...(flags.setup ? { setup: flags.setup as string[] } : {}),
     ...(flags.accel ? { accel: accelFlag(flags.accel as string) } : {}),
+    imageOptions: imageOptionsFrom(flags, (out.stderr as NodeJS.WriteStream).isTTY && !json(out, flags) ? out.stderr : undefined),
     ...(json(out, flags) ? {} : { onSetupOutput: (_s, c) => out.stderr.write(c) }),
   });
   return recordResult(out, flags, record, 'created');
