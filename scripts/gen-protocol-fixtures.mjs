@@ -130,6 +130,7 @@ function expectOf(r) {
     timeoutMs: r.timeoutMs ?? 0,
     stdoutLimit: r.stdoutLimit ?? -1,
     stderrLimit: r.stderrLimit ?? -1,
+    tty: r.tty ? { rows: r.tty.rows, cols: r.tty.cols, term: r.tty.term ?? null } : null,
   };
 }
 function validRequest(name, req) {
@@ -166,6 +167,19 @@ validRequest('exec-req-big-numbers', {
   timeoutMs: Number.MAX_SAFE_INTEGER,
   stdoutLimit: 2 ** 40,
   stderrLimit: 1,
+});
+validRequest('exec-req-tty', {
+  type: 'exec',
+  v: 1,
+  argv: ['/bin/sh', '-i'],
+  env: { TERM: 'dumb' },
+  tty: { rows: 24, cols: 80, term: 'vt100' },
+});
+validRequest('exec-req-tty-minimal', {
+  type: 'exec',
+  v: 1,
+  argv: ['sh'],
+  tty: { rows: 65535, cols: 1 },
 });
 validRequest('exec-req-stdin-false', {
   type: 'exec',
@@ -228,6 +242,12 @@ invalidRaw('exec-req-bad-timeout-fraction', inv({ ...base, timeoutMs: 1.5 }));
 invalidRaw('exec-req-bad-limit-null', inv({ ...base, stdoutLimit: null }));
 invalidRaw('exec-req-bad-limit-string', inv({ ...base, stderrLimit: '10' }));
 invalidRaw('exec-req-bad-not-object', inv(['exec']));
+invalidRaw('exec-req-bad-tty-rows-0', inv({ ...base, tty: { rows: 0, cols: 80 } }));
+invalidRaw('exec-req-bad-tty-cols-big', inv({ ...base, tty: { rows: 24, cols: 65536 } }));
+invalidRaw('exec-req-bad-tty-no-cols', inv({ ...base, tty: { rows: 24 } }));
+invalidRaw('exec-req-bad-tty-extra', inv({ ...base, tty: { rows: 24, cols: 80, xpixel: 0 } }));
+invalidRaw('exec-req-bad-tty-bool', inv({ ...base, tty: true }));
+invalidRaw('exec-req-bad-tty-term-empty', inv({ ...base, tty: { rows: 24, cols: 80, term: '' } }));
 invalidRaw('exec-req-bad-json-truncated', '{"type":"exec","v":1,"argv":["true"]');
 invalidRaw('exec-req-bad-json-trailing', '{"type":"exec","v":1,"argv":["true"]} x');
 invalidRaw('exec-req-bad-json-comma', '{"type":"exec","v":1,"argv":["true"],}');
@@ -261,6 +281,28 @@ for (const [name, json] of [
 ]) {
   must(!P.ExecSignalSchema.safeParse(JSON.parse(json)).success, name);
   add(name, 'exec_signal_invalid', P.encodeExecMessage(P.ExecKind.JSON, utf8(json)));
+}
+
+// resize messages
+for (const [name, rows, cols] of [
+  ['exec-resize', 50, 132],
+  ['exec-resize-max', 65535, 65535],
+]) {
+  add(
+    name,
+    'exec_resize',
+    P.encodeExecJson(P.ExecResizeSchema.parse({ type: 'resize', rows, cols })),
+    { rows, cols },
+  );
+}
+for (const [name, json] of [
+  ['exec-resize-bad-0', inv({ type: 'resize', rows: 0, cols: 80 })],
+  ['exec-resize-bad-big', inv({ type: 'resize', rows: 24, cols: 65536 })],
+  ['exec-resize-bad-missing', inv({ type: 'resize', rows: 24 })],
+  ['exec-resize-bad-extra', inv({ type: 'resize', rows: 24, cols: 80, xpixel: 1 })],
+]) {
+  must(!P.ExecResizeSchema.safeParse(JSON.parse(json)).success, name);
+  add(name, 'exec_resize_invalid', P.encodeExecMessage(P.ExecKind.JSON, utf8(json)));
 }
 
 // ---- guest → host exec messages (the C side must produce these bytes) --------------
@@ -335,6 +377,103 @@ exitCase('exec-exit-escapes', {
     code: 'invalid_request',
     message: 'q" b\\ s/ nl\n cr\r tab\t bs\b ff\f c1\u0001 c1f\u001f del\u007f é 😀 \u2028 end',
   },
+});
+
+// ---- fs (file transfer) ------------------------------------------------------------------
+function fsExpect(r) {
+  return {
+    op: r.type,
+    path: r.path,
+    mode: r.type === 'write' ? r.mode : 0,
+    uid: r.uid ?? -1,
+    gid: r.gid ?? -1,
+    size: r.type === 'write' ? r.size : 0,
+  };
+}
+function fsValid(name, req) {
+  const parsed = P.FsRequestSchema.parse(req);
+  add(name, 'fs_request', P.encodeFsJson(parsed), { expect: fsExpect(parsed) });
+}
+fsValid('fs-req-read', { type: 'read', v: 1, path: '/etc/hostname' });
+fsValid('fs-req-read-unicode', { type: 'read', v: 1, path: '/tmp/é 😀\n"x"' });
+fsValid('fs-req-write', {
+  type: 'write',
+  v: 1,
+  path: '/root/a.txt',
+  mode: 0o4755,
+  uid: 1000,
+  gid: 0xfffffffe,
+  size: 52428800,
+});
+fsValid('fs-req-write-minimal', { type: 'write', v: 1, path: '/x', mode: 0, size: 0 });
+fsValid('fs-req-write-big', {
+  type: 'write',
+  v: 1,
+  path: '/' + 'p'.repeat(P.FS_MAX_PATH - 1),
+  mode: 0o7777,
+  size: Number.MAX_SAFE_INTEGER,
+});
+function fsInvalid(name, json) {
+  let ok = false;
+  try {
+    ok = P.FsRequestSchema.safeParse(JSON.parse(json)).success;
+  } catch {
+    ok = false;
+  }
+  must(!ok, `${name} must be invalid`);
+  add(name, 'fs_request_invalid', P.encodeExecMessage(P.FsKind.JSON, utf8(json)));
+}
+const rd = { type: 'read', v: 1, path: '/etc/hostname' };
+const wr = { type: 'write', v: 1, path: '/tmp/x', mode: 0o644, size: 3 };
+fsInvalid('fs-req-bad-relative', inv({ ...rd, path: 'etc/hostname' }));
+fsInvalid('fs-req-bad-empty-path', inv({ ...rd, path: '' }));
+fsInvalid('fs-req-bad-nul', inv({ ...rd, path: '/a\u0000b' }));
+fsInvalid('fs-req-bad-long-path', inv({ ...rd, path: '/' + 'p'.repeat(P.FS_MAX_PATH) }));
+fsInvalid('fs-req-bad-read-extra', inv({ ...rd, mode: 0o644 }));
+fsInvalid('fs-req-bad-v', inv({ ...rd, v: 2 }));
+fsInvalid('fs-req-bad-no-v', inv({ type: 'read', path: '/x' }));
+fsInvalid('fs-req-bad-type', inv({ ...rd, type: 'stat' }));
+fsInvalid('fs-req-bad-no-type', inv({ v: 1, path: '/x' }));
+fsInvalid('fs-req-bad-write-no-mode', inv({ type: 'write', v: 1, path: '/x', size: 1 }));
+fsInvalid('fs-req-bad-write-no-size', inv({ type: 'write', v: 1, path: '/x', mode: 0o644 }));
+fsInvalid('fs-req-bad-mode-big', inv({ ...wr, mode: 0o10000 }));
+fsInvalid('fs-req-bad-mode-string', inv({ ...wr, mode: '644' }));
+fsInvalid('fs-req-bad-uid-negative', inv({ ...wr, uid: -1 }));
+fsInvalid('fs-req-bad-uid-max', inv({ ...wr, uid: 0xffffffff }));
+fsInvalid('fs-req-bad-gid-null', inv({ ...wr, gid: null }));
+fsInvalid('fs-req-bad-size-fraction', inv({ ...wr, size: 1.5 }));
+fsInvalid('fs-req-bad-size-negative', inv({ ...wr, size: -1 }));
+fsInvalid('fs-req-bad-write-extra', inv({ ...wr, append: true }));
+fsInvalid('fs-req-bad-json', '{"type":"read","v":1,"path":"/x"');
+add('fs-data-end', 'exec_stdin', P.encodeExecMessage(P.FsKind.DATA_TO_GUEST, Buffer.alloc(0)), {
+  payloadHex: '',
+});
+// guest → host: the C side must produce these bytes
+function fsGuest(name, kind, m, extra) {
+  const parsed = P.FsGuestMessageSchema.parse(m);
+  add(name, kind, P.encodeFsJson(parsed), { message: parsed, ...extra });
+}
+fsGuest('fs-stat', 'fs_stat', { type: 'stat', size: 52428800, mode: 0o644, uid: 0, gid: 0 });
+fsGuest('fs-stat-big', 'fs_stat', {
+  type: 'stat',
+  size: 2 ** 40,
+  mode: 0o7777,
+  uid: 0xfffffffe,
+  gid: 65534,
+});
+fsGuest('fs-done', 'fs_done', { type: 'done', bytes: 52428800 });
+fsGuest('fs-done-0', 'fs_done', { type: 'done', bytes: 0 });
+for (const code of P.FsErrorCodeSchema.options) {
+  fsGuest(`fs-error-${code.replaceAll('_', '-')}`, 'fs_error', {
+    type: 'error',
+    code,
+    message: `/tmp/x: ${code}`,
+  });
+}
+fsGuest('fs-error-escapes', 'fs_error', {
+  type: 'error',
+  code: 'io_error',
+  message: 'write /tmp/q"\\\n\t\u0001é😀: No space left on device',
 });
 
 // ---- HELLO -----------------------------------------------------------------------------

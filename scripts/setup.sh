@@ -18,7 +18,7 @@ pkgs=(qemu-system-x86 qemu-utils e2fsprogs busybox-static gcc libc6-dev make ca-
 if [ "$mode" = --test ]; then
   # Real parts for the tests: a local registry, image tools, lz4/cpio to
   # cross-check our own decoders and writers.
-  pkgs+=(lz4 cpio docker-registry umoci skopeo apache2-utils)
+  pkgs+=(lz4 cpio docker-registry umoci skopeo apache2-utils debootstrap)
 fi
 if [ "$mode" != --build ]; then
   missing=()

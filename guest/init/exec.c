@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,10 +55,25 @@ static int get_uint(const struct jval *obj, const char *key, uint64_t *out, char
 	return 0;
 }
 
+/* rows and cols: required integers 1..65535 (struct winsize holds u16). */
+static int parse_winsize(const struct jval *o, unsigned *rows, unsigned *cols, const char *prefix, char *err,
+			 size_t errlen)
+{
+	const char *keys[2] = {"rows", "cols"};
+	unsigned *out[2] = {rows, cols};
+	for (int i = 0; i < 2; i++) {
+		const struct jval *v = json_get(o, keys[i]);
+		if (!v || v->type != J_INT || v->i < 1 || v->i > 65535)
+			return verr(err, errlen, "%s%s must be an integer 1..65535", prefix, keys[i]);
+		*out[i] = (unsigned)v->i;
+	}
+	return 0;
+}
+
 static int parse_exec(const struct jval *o, struct jarena *a, struct exec_req *r, char *err, size_t errlen)
 {
-	static const char *const allowed[] = {"type",	 "v",	     "argv",	    "env",	   "cwd",
-					      "stdin", "timeoutMs", "stdoutLimit", "stderrLimit", NULL};
+	static const char *const allowed[] = {"type",	      "v",	    "argv",	   "env", "cwd", "stdin",
+					      "timeoutMs", "stdoutLimit", "stderrLimit", "tty", NULL};
 	char bad[80];
 	if (!json_keys_allowed(o, allowed, bad, sizeof bad))
 		return verr(err, errlen, "unknown field \"%s\" in exec request", bad);
@@ -108,6 +124,26 @@ static int parse_exec(const struct jval *o, struct jarena *a, struct exec_req *r
 	    get_uint(o, "stdoutLimit", &r->stdout_limit, err, errlen) < 0 ||
 	    get_uint(o, "stderrLimit", &r->stderr_limit, err, errlen) < 0)
 		return -1;
+	r->tty = false;
+	r->rows = r->cols = 0;
+	r->term = NULL;
+	const struct jval *tty = json_get(o, "tty");
+	if (tty) {
+		static const char *const tty_keys[] = {"rows", "cols", "term", NULL};
+		if (tty->type != J_OBJ)
+			return verr(err, errlen, "tty must be an object");
+		if (!json_keys_allowed(tty, tty_keys, bad, sizeof bad))
+			return verr(err, errlen, "unknown field \"%s\" in tty", bad);
+		if (parse_winsize(tty, &r->rows, &r->cols, "tty.", err, errlen) != 0)
+			return -1;
+		const struct jval *term = json_get(tty, "term");
+		if (term) {
+			if (!json_is_cstr(term) || term->slen == 0)
+				return verr(err, errlen, "tty.term must be a non-empty string without NUL");
+			r->term = term->s;
+		}
+		r->tty = true;
+	}
 	return 0;
 }
 
@@ -137,6 +173,14 @@ int exec_parse_host_json(const char *json, size_t len, struct jarena *a, struct 
 		m->type = EXEC_MSG_SIGNAL;
 		m->signal = (int)s->i;
 		return 0;
+	}
+	if (strcmp(t->s, "resize") == 0 && json_is_cstr(t)) {
+		static const char *const allowed[] = {"type", "rows", "cols", NULL};
+		char bad[80];
+		if (!json_keys_allowed(o, allowed, bad, sizeof bad))
+			return verr(err, errlen, "unknown field \"%s\" in resize message", bad);
+		m->type = EXEC_MSG_RESIZE;
+		return parse_winsize(o, &m->rows, &m->cols, "", err, errlen);
 	}
 	return verr(err, errlen, "unknown exec message type");
 }
@@ -376,6 +420,9 @@ int exec_spawn(const char *const *argv, char *const *envp, const char *path, con
 		if (io->out_fd >= 0 && dup2(io->out_fd, 1) < 0)
 			child_fail(ep[1], STAGE_SETUP, errno);
 		if (io->err_fd >= 0 && dup2(io->err_fd, 2) < 0)
+			child_fail(ep[1], STAGE_SETUP, errno);
+		/* After setsid: the terminal on fd 0 becomes this session's controlling tty. */
+		if (io->ctty && ioctl(0, TIOCSCTTY, 0) != 0)
 			child_fail(ep[1], STAGE_SETUP, errno);
 		if (chdir(cwd) != 0)
 			child_fail(ep[1], STAGE_CWD, errno);

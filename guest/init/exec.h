@@ -29,14 +29,20 @@ struct exec_req {
 	bool stdin_pipe;
 	uint64_t timeout_ms; /* 0 = none */
 	uint64_t stdout_limit, stderr_limit; /* EXEC_NO_LIMIT when absent */
+	bool tty;			     /* run on a new pseudo-terminal */
+	unsigned rows, cols;		     /* tty: initial window size */
+	const char *term;		     /* tty: TERM; NULL when absent */
 };
 
-enum exec_msg_type { EXEC_MSG_EXEC, EXEC_MSG_SIGNAL };
+#define EXEC_DEFAULT_TERM "xterm-256color"
+
+enum exec_msg_type { EXEC_MSG_EXEC, EXEC_MSG_SIGNAL, EXEC_MSG_RESIZE };
 
 struct exec_host_msg {
 	enum exec_msg_type type;
 	struct exec_req req; /* EXEC_MSG_EXEC */
 	int signal;	     /* EXEC_MSG_SIGNAL */
+	unsigned rows, cols; /* EXEC_MSG_RESIZE */
 };
 
 enum exec_status { ST_EXITED, ST_SIGNALED, ST_TIMED_OUT, ST_FAILED_TO_START };
@@ -81,9 +87,11 @@ void exec_result_from_wait(struct exec_result *r, int wstatus, bool timed_out, i
 int exec_build_env(const struct kv *const *layers, const size_t *counts, int nlayers, struct jarena *a,
 		   char ***envp, const char **path);
 
-/* Child-side fds: in_fd -1 means /dev/null; out_fd/err_fd -1 mean inherit. */
+/* Child-side fds: in_fd -1 means /dev/null; out_fd/err_fd -1 mean inherit.
+ * ctty: fd 0 (a terminal) becomes the new session's controlling terminal. */
 struct spawn_io {
 	int in_fd, out_fd, err_fd;
+	bool ctty;
 };
 
 /* fork + exec in a new session. 0 with *pid once the program is executing;

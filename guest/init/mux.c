@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/uio.h>
 
 int mux_fd = -1;
@@ -74,6 +75,20 @@ int mux_send2(uint32_t stream, uint8_t type, const void *a, size_t alen, const v
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			if (errno == EAGAIN) {
+				/* A non-blocking channel whose host side is slow: wait for room (the
+				 * writer blocks as a blocking fd would). */
+				struct pollfd p = {mux_fd, POLLOUT, 0};
+				if (poll(&p, 1, -1) < 0 && errno != EINTR) {
+					log_msg("mux poll: %s", strerror(errno));
+					return -1;
+				}
+				if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) {
+					log_msg("mux write: the host end is gone");
+					return -1;
+				}
+				continue;
+			}
 			log_msg("mux write: %s", strerror(errno));
 			return -1;
 		}

@@ -43,6 +43,7 @@ struct mux_hdr {
 #define EXEC_HEADER_SIZE 5
 #define EXEC_MAX_MESSAGE 1048576
 #define GUEST_PORT_EXEC 1
+#define GUEST_PORT_FS 2
 
 enum exec_kind { EK_JSON = 1, EK_STDIN = 2, EK_STDOUT = 3, EK_STDERR = 4 };
 

@@ -225,7 +225,7 @@ static void boot_start(void)
 		boot_finish(&r);
 		return;
 	}
-	struct spawn_io io = {-1, -1, -1};
+	struct spawn_io io = {-1, -1, -1, false};
 	boot_start_ms = now_ms();
 	log_debug("boot command: %s", config.command.argv[0]);
 	if (exec_spawn(config.command.argv, envp, path, config.command.cwd, &io, &boot_pid, &r) != 0) {
@@ -408,19 +408,35 @@ static void dispatch(const struct mux_hdr *h, const uint8_t *p)
 	}
 }
 
+/* A virtio-serial read returns at most one page: keep reading (the fd is
+ * non-blocking) instead of going through poll() for every page of a bulk
+ * transfer. Bounded so that the other fds and the timers get their turn. */
+#define CHANNEL_READS_PER_TURN 64
+
+static int channel_read_once(void);
+
 static void channel_readable(void)
+{
+	for (int i = 0; i < CHANNEL_READS_PER_TURN && (ch_state == CH_WAIT_HELLO || ch_state == CH_READY); i++)
+		if (channel_read_once() <= 0)
+			return;
+}
+
+/* One read and the frames it completes: 1 if bytes were read, 0 if none were
+ * available, -1 if the channel is gone. */
+static int channel_read_once(void)
 {
 	ssize_t n = read(mux_fd, rbuf + rlen, sizeof rbuf - rlen);
 	if (n < 0) {
 		if (errno == EINTR || errno == EAGAIN)
-			return;
+			return 0;
 		log_msg("mux read: %s", strerror(errno));
 		channel_lost();
-		return;
+		return -1;
 	}
 	if (n == 0) {
 		channel_lost();
-		return;
+		return -1;
 	}
 	rlen += (size_t)n;
 	size_t off = 0;
@@ -429,7 +445,7 @@ static void channel_readable(void)
 		char err[128];
 		if (mux_decode_header(rbuf + off, &h, err, sizeof err) != 0) {
 			mux_protocol_error("%s", err);
-			return;
+			return -1;
 		}
 		if (rlen - off < MUX_HEADER_SIZE + h.len)
 			break;
@@ -438,10 +454,11 @@ static void channel_readable(void)
 	}
 	if (ch_state != CH_WAIT_HELLO && ch_state != CH_READY) {
 		rlen = 0;
-		return;
+		return -1;
 	}
 	memmove(rbuf, rbuf + off, rlen - off);
 	rlen -= off;
+	return 1;
 }
 
 static void check_reconnect(void)
@@ -569,7 +586,8 @@ static void open_channel(void)
 			fatal("no virtio-serial port named %s after %d ms", MUX_PORT_NAME, CHANNEL_WAIT_MS);
 		sleep_ms(10);
 	}
-	mux_fd = open(chan_path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+	/* Non-blocking reads (channel_readable); mux_send waits for room itself. */
+	mux_fd = open(chan_path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (mux_fd < 0)
 		fatal("open %s: %s", chan_path, strerror(errno));
 	log_debug("mux channel %s", chan_path);

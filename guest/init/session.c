@@ -1,43 +1,56 @@
-/* Mux streams and the exec service (docs/protocol.md §1, §3).
+/* Mux streams and the services on them: exec (port 1) and fs (port 2)
+ * (docs/protocol.md §1, §3, §6).
  *
  * Each stream owns a fixed ring that receives the host's DATA bytes; flow
- * control guarantees it never holds more than MUX_WINDOW bytes. The exec
- * parser consumes the ring in order: headers and JSON are consumed at once,
- * STDIN bytes when the program's stdin pipe accepts them. Consumed bytes
- * are returned to the host as CREDIT. Output pipes are read only while the
+ * control guarantees it never holds more than MUX_WINDOW bytes. Both
+ * services use the same message framing; the parser consumes the ring in
+ * order: headers and JSON are consumed at once, STDIN bytes when the
+ * program's stdin (pipe or terminal) accepts them, fs data as it is written
+ * to the temp file. Consumed bytes are returned to the host as CREDIT.
+ * Output (pipes, the terminal, a file being read) is read only while the
  * stream holds enough credit to forward what is read (or the cap is
  * reached, then bytes are read and dropped). */
 #include "session.h"
 #include "exec.h"
+#include "fs.h"
 #include "json.h"
 #include "log.h"
 #include "mux.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #define DRAIN_MS 2000
+#define CREDIT_BATCH (MUX_WINDOW / 4)
 #define KILL_AFTER_TERM_MS 500
 
 enum sess_state {
-	S_REQ,		/* waiting for the exec request */
-	S_RUNNING,	/* program running */
-	S_DRAIN,	/* program exited, reading the rest of its output */
-	S_EXIT_PENDING, /* exit message waits for credit */
-	S_DONE,		/* exit (and EOF) sent */
+	S_REQ,		/* waiting for the request */
+	S_RUNNING,	/* exec: program running */
+	S_DRAIN,	/* exec: program exited, reading the rest of its output */
+	S_FS_READ,	/* fs: sending a file's bytes */
+	S_FS_WRITE,	/* fs: receiving a file's bytes */
+	S_EXIT_PENDING, /* the last message (exit, done, error) waits for credit */
+	S_DONE,		/* last message (and EOF) sent */
 	S_ZOMBIE,	/* stream reset; waiting to reap the killed program */
 };
+
+enum service { SVC_EXEC, SVC_FS };
 
 struct stream {
 	bool used;
 	uint32_t id;
+	enum service svc;
 	enum sess_state st;
 	uint32_t tx_credit;
 	uint32_t rx_window;
@@ -63,9 +76,16 @@ struct stream {
 	int64_t start_ms, end_ms, deadline_ms, kill_ms, drain_ms;
 	bool timed_out;
 	int last_sig;
+	bool tty;    /* fd_out is the terminal's master; fd_in a duplicate of it */
+	bool hangup; /* tty session hung up: kill_ms is its SIGKILL sweep */
 	struct exec_result res;
-	char exitbuf[1024];
-	long exitlen;
+	/* fs */
+	int fs_fd;	     /* the file being read */
+	struct fs_write fw; /* the file being written (fw.fd >= 0) */
+	uint64_t fs_size, fs_bytes;
+	/* the last message */
+	char finalbuf[2048];
+	long finallen;
 };
 
 static struct stream streams[MUX_MAX_STREAMS];
@@ -102,6 +122,8 @@ static void free_stream(struct stream *s)
 	close_fd(&s->fd_in);
 	close_fd(&s->fd_out);
 	close_fd(&s->fd_err);
+	close_fd(&s->fs_fd);
+	fs_write_abort(&s->fw);
 	free(s->json);
 	s->json = NULL;
 	s->used = false;
@@ -110,7 +132,8 @@ static void free_stream(struct stream *s)
 
 static void maybe_free(struct stream *s)
 {
-	if (s->st == S_DONE && s->eof_sent && s->eof_recv)
+	/* A hung-up session keeps its stream until the SIGKILL sweep (sess_timers). */
+	if (s->st == S_DONE && s->eof_sent && s->eof_recv && !(s->hangup && s->kill_ms > 0))
 		free_stream(s);
 }
 
@@ -129,30 +152,54 @@ static int send_exec(struct stream *s, uint8_t kind, const void *p, uint32_t n)
 	return mux_send2(s->id, F_DATA, h, sizeof h, p, n);
 }
 
-static void try_send_exit(struct stream *s)
+static void try_send_final(struct stream *s)
 {
-	if (s->st != S_EXIT_PENDING || s->tx_credit < (uint32_t)s->exitlen + EXEC_HEADER_SIZE)
+	if (s->st != S_EXIT_PENDING || s->tx_credit < (uint32_t)s->finallen + EXEC_HEADER_SIZE)
 		return;
-	send_exec(s, EK_JSON, s->exitbuf, (uint32_t)s->exitlen);
+	send_exec(s, EK_JSON, s->finalbuf, (uint32_t)s->finallen);
 	mux_send(s->id, F_EOF, NULL, 0);
 	s->eof_sent = true;
 	s->st = S_DONE;
 	s->discard_input = true;
-	log_debug("stream %u: exit %d sent", s->id, s->res.exit_code);
+	log_debug("stream %u: last message sent: %.*s", s->id, (int)s->finallen, s->finalbuf);
 	maybe_free(s);
+}
+
+/* finalbuf holds the last message: send it (with EOF) once credit allows;
+ * whatever the host still sends is read and dropped. */
+static void queue_final(struct stream *s)
+{
+	s->st = S_EXIT_PENDING;
+	s->discard_input = true;
+	try_send_final(s);
 }
 
 static void queue_exit(struct stream *s)
 {
-	s->exitlen = exec_format_exit(&s->res, s->exitbuf, sizeof s->exitbuf);
-	if (s->exitlen < 0) {
+	s->finallen = exec_format_exit(&s->res, s->finalbuf, sizeof s->finalbuf);
+	if (s->finallen < 0) {
 		/* Cannot happen with the bounded message; keep the stream sane. */
 		log_msg("stream %u: exit message too large", s->id);
 		s->res.message[0] = 0;
-		s->exitlen = exec_format_exit(&s->res, s->exitbuf, sizeof s->exitbuf);
+		s->finallen = exec_format_exit(&s->res, s->finalbuf, sizeof s->finalbuf);
 	}
-	s->st = S_EXIT_PENDING;
-	try_send_exit(s);
+	queue_final(s);
+}
+
+/* The fs operation failed: drop the file, answer an error. */
+static void fs_fail(struct stream *s, enum fs_error code, const char *msg)
+{
+	close_fd(&s->fs_fd);
+	fs_write_abort(&s->fw);
+	log_debug("stream %u: fs error %s: %s", s->id, fs_error_name(code), msg);
+	s->finallen = fs_format_error(code, msg, s->finalbuf, sizeof s->finalbuf);
+	queue_final(s);
+}
+
+static void fs_finish(struct stream *s)
+{
+	s->finallen = fs_format_done(s->fs_bytes, s->finalbuf, sizeof s->finalbuf);
+	queue_final(s);
 }
 
 /* The program's exit and output are settled: report. */
@@ -181,6 +228,51 @@ static void fail_start(struct stream *s)
 	queue_exit(s);
 }
 
+/* Signals every process of session sid: its leader's group, then (jobs of
+ * a shell run in their own groups) every process whose session is sid. */
+static void kill_session(pid_t sid, int sig)
+{
+	if (kill(-sid, sig) != 0 && errno != ESRCH)
+		log_msg("kill -%d: %s", sid, strerror(errno));
+	DIR *d = opendir("/proc");
+	if (!d) {
+		log_msg("opendir /proc: %s", strerror(errno));
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+		if (*end != 0 || pid <= 1)
+			continue;
+		char path[64], buf[512];
+		snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+		if (read_text_file(path, buf, sizeof buf) < 0)
+			continue;
+		/* "pid (comm) state ppid pgrp session ..."; comm may contain anything. */
+		const char *p = strrchr(buf, ')');
+		int ppid, pgrp, session;
+		char state;
+		if (p && sscanf(p + 1, " %c %d %d %d", &state, &ppid, &pgrp, &session) == 4 && session == sid &&
+		    kill((pid_t)pid, sig) != 0 && errno != ESRCH)
+			log_msg("kill %ld: %s", pid, strerror(errno));
+	}
+	closedir(d);
+}
+
+/* The terminal's user went away (RESET, or EOF: a client that closes its
+ * connection): SIGHUP to the session now, SIGKILL to what is left of it
+ * KILL_AFTER_TERM_MS later (sess_timers). */
+static void hang_up(struct stream *s)
+{
+	if (s->hangup)
+		return;
+	log_debug("stream %u: hanging up session %d", s->id, s->pid);
+	s->hangup = true;
+	kill_session(s->pid, SIGHUP);
+	s->kill_ms = now_ms() + KILL_AFTER_TERM_MS;
+}
+
 /* The stream is finished from our side without an exit: RESET it. */
 static void reset_stream(struct stream *s, const char *reason, bool send)
 {
@@ -188,8 +280,11 @@ static void reset_stream(struct stream *s, const char *reason, bool send)
 		mux_send(s->id, F_RESET, reason, strlen(reason));
 	log_debug("stream %u reset: %s", s->id, reason);
 	if (s->pid > 0 && !s->reaped && s->st != S_DONE && s->st != S_EXIT_PENDING) {
-		if (kill(-s->pid, SIGKILL) != 0 && errno != ESRCH)
+		if (s->tty)
+			hang_up(s);
+		else if (kill(-s->pid, SIGKILL) != 0 && errno != ESRCH) {
 			log_msg("kill -%d: %s", s->pid, strerror(errno));
+		}
 		close_fd(&s->fd_in);
 		close_fd(&s->fd_out);
 		close_fd(&s->fd_err);
@@ -200,9 +295,15 @@ static void reset_stream(struct stream *s, const char *reason, bool send)
 	free_stream(s);
 }
 
-/* A bad message from the host on this stream (§3). */
+/* A bad message from the host on this stream (§3, §6). */
 static void violation(struct stream *s, const char *msg)
 {
+	if (s->svc == SVC_FS) {
+		/* fs answers every violation with an error (the stream is not reset). */
+		if (s->st != S_EXIT_PENDING && s->st != S_DONE)
+			fs_fail(s, FSE_INVALID_REQUEST, msg);
+		return;
+	}
 	if (s->st == S_REQ) {
 		exec_result_fail(&s->res, ERR_INVALID_REQUEST, "%s", msg);
 		fail_start(s);
@@ -222,16 +323,90 @@ static int nonblock(int fd)
 	return 0;
 }
 
+/* A new pseudo-terminal of rows x cols: the master (non-blocking), a
+ * duplicate of it for input, and the slave for the child. */
+static int open_pty(struct stream *s, const struct exec_req *req, int *master, int *in, int *slave)
+{
+	char name[64];
+	*master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (*master < 0) {
+		exec_result_fail(&s->res, ERR_SETUP_FAILED, "posix_openpt: %s", strerror(errno));
+		return -1;
+	}
+	struct winsize ws = {(unsigned short)req->rows, (unsigned short)req->cols, 0, 0};
+	if (grantpt(*master) != 0 || unlockpt(*master) != 0 || ptsname_r(*master, name, sizeof name) != 0 ||
+	    ioctl(*master, TIOCSWINSZ, &ws) != 0) {
+		exec_result_fail(&s->res, ERR_SETUP_FAILED, "pty setup: %s", strerror(errno));
+		return -1;
+	}
+	*slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (*slave < 0) {
+		exec_result_fail(&s->res, ERR_SETUP_FAILED, "open %s: %s", name, strerror(errno));
+		return -1;
+	}
+	if (nonblock(*master) != 0 || (*in = fcntl(*master, F_DUPFD_CLOEXEC, 0)) < 0) {
+		exec_result_fail(&s->res, ERR_SETUP_FAILED, "pty fcntl: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static void start(struct stream *s, const struct exec_req *req)
 {
 	char **envp;
 	const char *path;
 	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
 	memset(&s->res, 0, sizeof s->res);
-	if (exec_env_for(req->env, req->envc, &req_arena, &envp, &path) != 0) {
+	const struct kv *env = req->env;
+	size_t envc = req->envc;
+	if (req->tty) {
+		/* TERM: an explicit tty.term wins over env; the default loses to env. */
+		struct kv *e = jarena_alloc(&req_arena, (envc + 1) * sizeof *e);
+		if (e) {
+			size_t at = req->term ? envc : 0;
+			memcpy(e + (req->term ? 0 : 1), env, envc * sizeof *e);
+			e[at] = (struct kv){"TERM", req->term ? req->term : EXEC_DEFAULT_TERM};
+		}
+		env = e;
+		envc++;
+	}
+	if (!env && envc > 0) {
 		exec_result_fail(&s->res, ERR_SETUP_FAILED, "environment too large");
 		fail_start(s);
 		return;
+	}
+	if (exec_env_for(env, envc, &req_arena, &envp, &path) != 0) {
+		exec_result_fail(&s->res, ERR_SETUP_FAILED, "environment too large");
+		fail_start(s);
+		return;
+	}
+	if (req->tty) {
+		int master = -1, dup_in = -1, slave = -1;
+		s->tty = true;
+		if (open_pty(s, req, &master, &dup_in, &slave) != 0) {
+			log_msg("stream %u: %s", s->id, s->res.message);
+			close_fd(&master);
+			close_fd(&dup_in);
+			close_fd(&slave);
+			fail_start(s);
+			return;
+		}
+		struct spawn_io tio = {slave, slave, slave, true};
+		int64_t t0 = now_ms();
+		int rc = exec_spawn(req->argv, envp, path, req->cwd, &tio, &s->pid, &s->res);
+		/* Only the child holds the slave now: the master reads EIO once it is gone. */
+		close(slave);
+		if (rc != 0) {
+			close(master);
+			close(dup_in);
+			fail_start(s);
+			return;
+		}
+		s->fd_in = dup_in;
+		s->fd_out = master;
+		s->fd_err = -1;
+		s->start_ms = t0;
+		goto started;
 	}
 	if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0 ||
 	    (req->stdin_pipe && pipe2(in, O_CLOEXEC) != 0)) {
@@ -243,7 +418,7 @@ static void start(struct stream *s, const struct exec_req *req)
 		exec_result_fail(&s->res, ERR_SETUP_FAILED, "fcntl: %s", strerror(errno));
 		goto fail;
 	}
-	struct spawn_io io = {in[0], out[1], err[1]};
+	struct spawn_io io = {in[0], out[1], err[1], false};
 	int64_t t0 = now_ms();
 	if (exec_spawn(req->argv, envp, path, req->cwd, &io, &s->pid, &s->res) != 0)
 		goto fail;
@@ -254,14 +429,15 @@ static void start(struct stream *s, const struct exec_req *req)
 	s->fd_in = in[1];
 	s->fd_out = out[0];
 	s->fd_err = err[0];
-	s->reaped = false;
 	s->start_ms = t0;
-	s->deadline_ms = req->timeout_ms ? t0 + (int64_t)req->timeout_ms : 0;
+started:
+	s->reaped = false;
+	s->deadline_ms = req->timeout_ms ? s->start_ms + (int64_t)req->timeout_ms : 0;
 	s->kill_ms = 0;
 	s->out_limit = req->stdout_limit;
 	s->err_limit = req->stderr_limit;
 	s->st = S_RUNNING;
-	log_debug("stream %u: started %s pid %d", s->id, req->argv[0], s->pid);
+	log_debug("stream %u: started %s pid %d%s", s->id, req->argv[0], s->pid, s->tty ? " on a tty" : "");
 	char buf[64];
 	long n = exec_format_started(s->pid, buf, sizeof buf);
 	send_exec(s, EK_JSON, buf, (uint32_t)n);
@@ -275,8 +451,107 @@ fail:
 	fail_start(s);
 }
 
+static void fs_pump_read(struct stream *s);
+
+static void fs_start(struct stream *s, const struct fs_req *r)
+{
+	char msg[512];
+	enum fs_error code;
+	if (r->op == FS_READ) {
+		struct stat st;
+		if (fs_open_read(r->path, &s->fs_fd, &st, &code, msg, sizeof msg) != 0) {
+			fs_fail(s, code, msg);
+			return;
+		}
+		char buf[256];
+		long n = fs_format_stat((uint64_t)st.st_size, st.st_mode & 07777, st.st_uid, st.st_gid, buf,
+					sizeof buf);
+		send_exec(s, EK_JSON, buf, (uint32_t)n); /* the first message: the window is untouched */
+		s->st = S_FS_READ;
+		log_debug("stream %u: reading %s (%lld bytes)", s->id, r->path, (long long)st.st_size);
+		fs_pump_read(s);
+		return;
+	}
+	if (fs_write_begin(r, &s->fw, &code, msg, sizeof msg) != 0) {
+		fs_fail(s, code, msg);
+		return;
+	}
+	s->fs_size = r->size;
+	s->st = S_FS_WRITE;
+	log_debug("stream %u: writing %s (%llu bytes)", s->id, r->path, (unsigned long long)r->size);
+}
+
+/* Sends file bytes while the stream holds credit; done at EOF. */
+static void fs_pump_read(struct stream *s)
+{
+	while (s->st == S_FS_READ && s->tx_credit >= EXEC_HEADER_SIZE + 1) {
+		size_t want = s->tx_credit - EXEC_HEADER_SIZE;
+		if (want > MUX_MAX_DATA - EXEC_HEADER_SIZE)
+			want = MUX_MAX_DATA - EXEC_HEADER_SIZE;
+		ssize_t n = read(s->fs_fd, iobuf, want);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			char msg[256];
+			snprintf(msg, sizeof msg, "read: %s", strerror(errno));
+			fs_fail(s, FSE_IO_ERROR, msg);
+			return;
+		}
+		if (n == 0) {
+			close_fd(&s->fs_fd);
+			fs_finish(s);
+			return;
+		}
+		s->fs_bytes += (uint64_t)n;
+		send_exec(s, FK_DATA_TO_HOST, iobuf, (uint32_t)n);
+	}
+}
+
+/* The zero-length data message: the host has sent everything. */
+static void fs_data_end(struct stream *s)
+{
+	if (s->st != S_FS_WRITE) {
+		violation(s, "data message without a write request");
+		return;
+	}
+	if (s->fs_bytes != s->fs_size) {
+		char msg[128];
+		snprintf(msg, sizeof msg, "received %llu bytes, the request's size is %llu",
+			 (unsigned long long)s->fs_bytes, (unsigned long long)s->fs_size);
+		violation(s, msg);
+		return;
+	}
+	char msg[512];
+	enum fs_error code;
+	if (fs_write_commit(&s->fw, &code, msg, sizeof msg) != 0) {
+		fs_fail(s, code, msg);
+		return;
+	}
+	fs_finish(s);
+}
+
+static void fs_handle_json(struct stream *s)
+{
+	struct fs_req r;
+	char err[256];
+	jarena_reset(&req_arena);
+	int rc = fs_parse_request(s->json, s->msg_len, &req_arena, &r, err, sizeof err);
+	free(s->json);
+	s->json = NULL;
+	if (s->st != S_REQ)
+		violation(s, "unexpected JSON message after the request");
+	else if (rc != 0)
+		violation(s, err);
+	else
+		fs_start(s, &r);
+}
+
 static void handle_json(struct stream *s)
 {
+	if (s->svc == SVC_FS) {
+		fs_handle_json(s);
+		return;
+	}
 	struct exec_host_msg m;
 	char err[256];
 	jarena_reset(&req_arena);
@@ -300,6 +575,13 @@ static void handle_json(struct stream *s)
 		violation(s, "exec request after start");
 		return;
 	}
+	if (m.type == EXEC_MSG_RESIZE) {
+		/* The kernel sends SIGWINCH to the terminal's foreground group. Ignored without a tty. */
+		struct winsize ws = {(unsigned short)m.rows, (unsigned short)m.cols, 0, 0};
+		if (s->tty && s->fd_out >= 0 && ioctl(s->fd_out, TIOCSWINSZ, &ws) != 0)
+			log_msg("stream %u: TIOCSWINSZ: %s", s->id, strerror(errno));
+		return;
+	}
 	if (s->st == S_RUNNING && !s->reaped) {
 		log_debug("stream %u: signal %d", s->id, m.signal);
 		if (kill(-s->pid, m.signal) != 0 && errno != ESRCH)
@@ -313,9 +595,15 @@ static void host_eof_effects(struct stream *s)
 		return;
 	s->eof_handled = true;
 	if (s->st == S_REQ) {
-		violation(s, "stream ended before the exec request");
+		violation(s, s->svc == SVC_FS ? "stream ended before the request" : "stream ended before the exec request");
 		return;
 	}
+	if (s->st == S_FS_WRITE) {
+		violation(s, "stream ended before the end of the data");
+		return;
+	}
+	if (s->tty && s->st == S_RUNNING && !s->reaped)
+		hang_up(s);
 	close_fd(&s->fd_in);
 	maybe_free(s);
 }
@@ -360,15 +648,22 @@ static void consume(struct stream *s)
 					continue;
 				}
 				s->in_msg = true;
+			} else if (s->kind == EK_STDIN && s->svc == SVC_FS) { /* FK_DATA_TO_GUEST */
+				if (s->msg_len == 0)
+					fs_data_end(s);
+				else
+					s->in_msg = true;
 			} else if (s->kind == EK_STDIN) {
-				if (s->msg_len == 0) {
+				/* With a tty, a zero-length STDIN means nothing: ^D is the user's to type. */
+				if (s->msg_len == 0 && !s->tty) {
 					log_debug("stream %u: stdin closed", s->id);
 					close_fd(&s->fd_in);
-				} else {
+				} else if (s->msg_len > 0) {
 					s->in_msg = true;
 				}
 			} else {
-				violation(s, "unexpected exec message kind from the host");
+				violation(s, s->svc == SVC_FS ? "unexpected fs message kind from the host"
+							       : "unexpected exec message kind from the host");
 			}
 			continue;
 		}
@@ -384,6 +679,28 @@ static void consume(struct stream *s)
 				s->json[s->msg_len] = 0;
 				handle_json(s);
 			}
+			continue;
+		}
+		if (s->svc == SVC_FS) {
+			if (s->st != S_FS_WRITE) {
+				violation(s, "data message without a write request");
+				continue;
+			}
+			if (n > s->fs_size - s->fs_bytes) {
+				violation(s, "more data than the request's size");
+				continue;
+			}
+			char msg[512];
+			enum fs_error code;
+			if (fs_write_data(&s->fw, p, n, &code, msg, sizeof msg) != 0) {
+				fs_fail(s, code, msg);
+				continue;
+			}
+			take(s, n);
+			s->fs_bytes += n;
+			s->msg_have += n;
+			if (s->msg_have == s->msg_len)
+				s->in_msg = false;
 			continue;
 		}
 		/* STDIN: bytes before the start or after the close are dropped. */
@@ -426,7 +743,7 @@ void sess_on_open(uint32_t id, uint32_t port)
 	}
 	max_opened_id = id;
 	char reason[64];
-	if (port != GUEST_PORT_EXEC) {
+	if (port != GUEST_PORT_EXEC && port != GUEST_PORT_FS) {
 		snprintf(reason, sizeof reason, "no service on port %u", port);
 		mux_send(id, F_RESET, reason, strlen(reason));
 		return;
@@ -442,11 +759,14 @@ void sess_on_open(uint32_t id, uint32_t port)
 		memset(s, 0, sizeof *s);
 		s->used = true;
 		s->id = id;
+		s->svc = port == GUEST_PORT_FS ? SVC_FS : SVC_EXEC;
 		s->st = S_REQ;
 		s->tx_credit = MUX_WINDOW;
 		s->rx_window = MUX_WINDOW;
 		s->ring = rings[i];
 		s->fd_in = s->fd_out = s->fd_err = -1;
+		s->fs_fd = -1;
+		s->fw.fd = -1;
 		mux_send(id, F_OPEN_OK, NULL, 0);
 		log_debug("stream %u opened", id);
 		return;
@@ -520,7 +840,8 @@ void sess_on_credit(uint32_t id, uint32_t inc)
 		return;
 	}
 	s->tx_credit += inc;
-	try_send_exit(s);
+	fs_pump_read(s);
+	try_send_final(s);
 }
 
 void sess_flush_credits(void)
@@ -528,6 +849,11 @@ void sess_flush_credits(void)
 	for (int i = 0; i < MUX_MAX_STREAMS; i++) {
 		struct stream *s = &streams[i];
 		if (!s->used || s->credit_pending == 0 || s->st == S_ZOMBIE)
+			continue;
+		/* Coalesce: one CREDIT per virtio-serial read (a page) costs the host and us a
+		 * frame each. Holding back less than CREDIT_BATCH while the host still holds
+		 * half the window never stalls it. */
+		if (s->credit_pending < CREDIT_BATCH && s->rx_window >= MUX_WINDOW / 2)
 			continue;
 		/* A stream we finished whose host side is still open keeps getting credit. */
 		if (mux_send_u32(s->id, F_CREDIT, s->credit_pending) != 0)
@@ -557,7 +883,9 @@ static void pump(struct stream *s, uint8_t kind)
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EINTR)
 			return;
-		log_msg("stream %u: read output: %s", s->id, strerror(errno));
+		/* A terminal's master reads EIO once no process holds the slave: its EOF. */
+		if (!(s->tty && errno == EIO))
+			log_msg("stream %u: read output: %s", s->id, strerror(errno));
 		n = 0;
 	}
 	if (n == 0) {
@@ -645,7 +973,7 @@ int64_t sess_next_deadline(void)
 		struct stream *s = &streams[i];
 		if (!s->used)
 			continue;
-		int64_t t[3] = {s->st == S_RUNNING ? s->deadline_ms : 0, !s->reaped ? s->kill_ms : 0,
+		int64_t t[3] = {s->st == S_RUNNING ? s->deadline_ms : 0, s->kill_ms,
 				s->st == S_DRAIN ? s->drain_ms : 0};
 		for (int k = 0; k < 3; k++)
 			if (t[k] > 0 && (d < 0 || t[k] < d))
@@ -669,11 +997,23 @@ void sess_timers(int64_t now)
 			if (kill(-s->pid, SIGTERM) != 0 && errno != ESRCH)
 				log_msg("kill -%d: %s", s->pid, strerror(errno));
 		}
-		if (!s->reaped && s->kill_ms > 0 && now >= s->kill_ms) {
+		if (s->kill_ms > 0 && now >= s->kill_ms) {
 			s->kill_ms = 0;
-			s->last_sig = SIGKILL;
-			if (kill(-s->pid, SIGKILL) != 0 && errno != ESRCH)
-				log_msg("kill -%d: %s", s->pid, strerror(errno));
+			if (s->hangup) {
+				/* The SIGKILL sweep after a hang-up (hang_up). */
+				kill_session(s->pid, SIGKILL);
+				if (s->st == S_ZOMBIE && s->reaped) {
+					free_stream(s);
+					continue;
+				}
+				maybe_free(s);
+				if (!s->used)
+					continue;
+			} else if (!s->reaped) {
+				s->last_sig = SIGKILL;
+				if (kill(-s->pid, SIGKILL) != 0 && errno != ESRCH)
+					log_msg("kill -%d: %s", s->pid, strerror(errno));
+			}
 		}
 		if (s->st == S_DRAIN && now >= s->drain_ms) {
 			log_debug("stream %u: output still open %d ms after exit; not waiting", s->id, DRAIN_MS);
@@ -692,7 +1032,9 @@ bool sess_on_child_exit(pid_t pid, int wstatus)
 		s->wstatus = wstatus;
 		s->end_ms = now_ms();
 		if (s->st == S_ZOMBIE) {
-			free_stream(s);
+			/* A hung-up terminal session waits for its SIGKILL sweep (sess_timers). */
+			if (!(s->hangup && s->kill_ms > 0))
+				free_stream(s);
 			return true;
 		}
 		close_fd(&s->fd_in);

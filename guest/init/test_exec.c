@@ -58,7 +58,7 @@ static void spawn_one(const char *const *argv, const char *cwd, struct exec_resu
 	char **envp;
 	const char *path;
 	exec_env_for(NULL, 0, &a, &envp, &path);
-	struct spawn_io io = {-1, -1, -1};
+	struct spawn_io io = {-1, -1, -1, false};
 	pid_t pid;
 	memset(r, 0, sizeof *r);
 	int rc = exec_spawn(argv, envp, path, cwd, &io, &pid, r);

@@ -3,6 +3,7 @@
  * decode them to the same values and encode the same bytes. */
 #include "config.h"
 #include "exec.h"
+#include "fs.h"
 #include "hello.h"
 #include "json.h"
 #include "mux.h"
@@ -161,6 +162,62 @@ static void config_case(const char *name, const struct jval *c, const unsigned c
 	}
 }
 
+static void fs_request_case(const char *name, const struct jval *c, const unsigned char *b, size_t len,
+			    struct jarena *a, bool valid)
+{
+	uint8_t kind;
+	uint32_t n;
+	char err[300] = "";
+	CHECK(len >= EXEC_HEADER_SIZE && exec_decode_header(b, &kind, &n, err, sizeof err) == 0 && kind == FK_JSON &&
+		      n == len - EXEC_HEADER_SIZE,
+	      "%s: header", name);
+	struct fs_req r;
+	jarena_reset(a);
+	int rc = fs_parse_request((const char *)b + EXEC_HEADER_SIZE, n, a, &r, err, sizeof err);
+	if (!valid) {
+		CHECK(rc != 0, "%s: accepted", name);
+		return;
+	}
+	CHECK(rc == 0, "%s: %s", name, err);
+	if (rc != 0)
+		return;
+	const struct jval *x = json_get(c, "expect");
+	CHECK((r.op == FS_READ) == str_eq("read", json_get(x, "op")), "%s: op", name);
+	CHECK(str_eq(r.path, json_get(x, "path")), "%s: path", name);
+	CHECK(r.mode == geti(x, "mode") && r.size == (uint64_t)geti(x, "size"), "%s: mode/size", name);
+	int64_t uid = geti(x, "uid"), gid = geti(x, "gid");
+	CHECK(r.uid == (uid < 0 ? FS_ID_NONE : (uint32_t)uid) && r.gid == (gid < 0 ? FS_ID_NONE : (uint32_t)gid),
+	      "%s: uid/gid", name);
+}
+
+/* stat/done/error: the C side must write exactly these bytes. */
+static void fs_guest_case(const char *name, const char *kind, const struct jval *c, const unsigned char *b,
+			  size_t len)
+{
+	const struct jval *m = json_get(c, "message");
+	char out[2048];
+	long n = -1;
+	if (!strcmp(kind, "fs_stat")) {
+		n = fs_format_stat((uint64_t)geti(m, "size"), (uint32_t)geti(m, "mode"), (uint32_t)geti(m, "uid"),
+				   (uint32_t)geti(m, "gid"), out + EXEC_HEADER_SIZE, sizeof out - EXEC_HEADER_SIZE);
+	} else if (!strcmp(kind, "fs_done")) {
+		n = fs_format_done((uint64_t)geti(m, "bytes"), out + EXEC_HEADER_SIZE, sizeof out - EXEC_HEADER_SIZE);
+	} else {
+		enum fs_error code = FSE_NONE;
+		for (int i = FSE_NOT_FOUND; i <= FSE_INVALID_REQUEST; i++)
+			if (str_eq(fs_error_name((enum fs_error)i), json_get(m, "code")))
+				code = (enum fs_error)i;
+		CHECK(code != FSE_NONE, "%s: code", name);
+		n = fs_format_error(code, json_get(m, "message")->s, out + EXEC_HEADER_SIZE, sizeof out - EXEC_HEADER_SIZE);
+	}
+	CHECK(n > 0, "%s: format", name);
+	if (n <= 0)
+		return;
+	exec_encode_header((uint8_t *)out, FK_JSON, (uint32_t)n);
+	CHECK((size_t)n + EXEC_HEADER_SIZE == len && memcmp(out, b, len) == 0, "%s: bytes differ:\n  C:  %.*s\n  TS: %.*s",
+	      name, (int)n, out + EXEC_HEADER_SIZE, (int)(len - 5), b + 5);
+}
+
 void test_fixtures(const char *dir)
 {
 	fixture_dir = dir;
@@ -218,6 +275,14 @@ void test_fixtures(const char *dir)
 			int64_t ol = geti(x, "stdoutLimit"), el = geti(x, "stderrLimit");
 			CHECK(r->stdout_limit == (ol < 0 ? EXEC_NO_LIMIT : (uint64_t)ol), "%s: stdoutLimit", name);
 			CHECK(r->stderr_limit == (el < 0 ? EXEC_NO_LIMIT : (uint64_t)el), "%s: stderrLimit", name);
+			const struct jval *tty = json_get(x, "tty");
+			CHECK(r->tty == (tty->type == J_OBJ), "%s: tty presence", name);
+			if (r->tty && tty->type == J_OBJ) {
+				const struct jval *term = json_get(tty, "term");
+				CHECK(r->rows == geti(tty, "rows") && r->cols == geti(tty, "cols"), "%s: tty size", name);
+				CHECK(term->type == J_NULL ? r->term == NULL : r->term && str_eq(r->term, term), "%s: tty term",
+				      name);
+			}
 		} else if (!strcmp(kind, "exec_request_invalid")) {
 			int rc = parse_exec_msg(b, blen, &ra, &m, err, sizeof err);
 			CHECK(rc != 0 || m.type != EXEC_MSG_EXEC, "%s: accepted", name);
@@ -226,6 +291,16 @@ void test_fixtures(const char *dir)
 			CHECK(rc == 0 && m.type == EXEC_MSG_SIGNAL && m.signal == geti(c, "signal"), "%s: %s", name, err);
 		} else if (!strcmp(kind, "exec_signal_invalid")) {
 			CHECK(parse_exec_msg(b, blen, &ra, &m, err, sizeof err) != 0, "%s: accepted", name);
+		} else if (!strcmp(kind, "exec_resize")) {
+			int rc = parse_exec_msg(b, blen, &ra, &m, err, sizeof err);
+			CHECK(rc == 0 && m.type == EXEC_MSG_RESIZE && m.rows == geti(c, "rows") && m.cols == geti(c, "cols"),
+			      "%s: %s", name, err);
+		} else if (!strcmp(kind, "exec_resize_invalid")) {
+			CHECK(parse_exec_msg(b, blen, &ra, &m, err, sizeof err) != 0, "%s: accepted", name);
+		} else if (!strcmp(kind, "fs_request") || !strcmp(kind, "fs_request_invalid")) {
+			fs_request_case(name, c, b, blen, &ra, !strcmp(kind, "fs_request"));
+		} else if (!strcmp(kind, "fs_stat") || !strcmp(kind, "fs_done") || !strcmp(kind, "fs_error")) {
+			fs_guest_case(name, kind, c, b, blen);
 		} else if (!strcmp(kind, "exec_started")) {
 			unsigned char out[128];
 			long n = exec_format_started((pid_t)geti(c, "pid"), (char *)out + 5, sizeof out - 5);

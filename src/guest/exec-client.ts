@@ -1,7 +1,8 @@
 /**
  * Host-side client of the guest exec service (docs/protocol.md §3): run one
  * program in the guest over agent.sock, stream its output as it comes, feed
- * its stdin, forward cancellation as signals.
+ * its stdin, forward cancellation as signals; optionally on a
+ * pseudo-terminal (request.tty) whose size can change while it runs.
  */
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
@@ -17,6 +18,8 @@ import {
   ExecGuestMessageSchema,
   ExecKind,
   ExecRequestSchema,
+  ExecResizeSchema,
+  ExecSignalSchema,
   GuestPort,
   PROTOCOL_VERSION,
   type ExecExit,
@@ -24,7 +27,25 @@ import {
   type ExecRequest,
 } from './protocol.js';
 
+/**
+ * The request without its protocol fields. With `tty: {rows, cols, term?}`
+ * the program runs on a new pseudo-terminal: its output (stdout and stderr
+ * together, with the terminal's line discipline applied) arrives through
+ * onStdout, `options.stdin` feeds the terminal's input, and the end of
+ * `options.stdin` does not close anything (the program sees ^D only if the
+ * user types it).
+ */
 export type ExecInput = Omit<ExecRequest, 'type' | 'v'>;
+
+/** A running guest program (startExec). */
+export interface ExecHandle {
+  /** Settles like execInGuest's promise. */
+  readonly exit: Promise<ExecExit>;
+  /** New terminal size (rows, cols: 1..65535); the guest ignores it without a tty. */
+  resize(rows: number, cols: number): void;
+  /** Sends a signal (1..64, default 15) to the program's process group; ignored once it has exited. */
+  kill(signal?: number): void;
+}
 
 export interface ExecOptions {
   /**
@@ -60,6 +81,20 @@ export async function execInGuest(
   request: ExecInput,
   options: ExecOptions = {},
 ): Promise<ExecExit> {
+  return (await startExec(agentSock, request, options)).exit;
+}
+
+/**
+ * Like execInGuest, but resolves as soon as the stream to the guest is open
+ * and the request is sent, with a handle to resize the terminal and signal
+ * the program; `handle.exit` settles as execInGuest's promise does. Connect
+ * failures reject this call itself.
+ */
+export async function startExec(
+  agentSock: string,
+  request: ExecInput,
+  options: ExecOptions = {},
+): Promise<ExecHandle> {
   const wantStdin = options.stdin !== undefined || request.stdin === true;
   const req = ExecRequestSchema.parse({
     ...request,
@@ -71,7 +106,15 @@ export async function execInGuest(
     ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   });
-  return new ExecSession(sock, agentSock, req, options).run();
+  const session = new ExecSession(sock, agentSock, req, options);
+  const exit = session.run();
+  // The caller may attach its handler later; an unobserved rejection must not crash.
+  exit.catch(() => {});
+  return {
+    exit,
+    resize: (rows, cols) => session.sendResize(rows, cols),
+    kill: (signal = 15) => session.sendSignal(signal),
+  };
 }
 
 class ExecSession {
@@ -121,9 +164,14 @@ class ExecSession {
     this.killTimer = setTimeout(() => this.sendSignal(9), this.options.killGraceMs ?? 2000);
   };
 
-  private sendSignal(signal: number): void {
+  sendSignal(signal: number): void {
     if (this.settled || this.sock.destroyed) return;
-    this.sock.write(encodeExecJson({ type: 'signal', signal }));
+    this.sock.write(encodeExecJson(ExecSignalSchema.parse({ type: 'signal', signal })));
+  }
+
+  sendResize(rows: number, cols: number): void {
+    if (this.settled || this.sock.destroyed) return;
+    this.sock.write(encodeExecJson(ExecResizeSchema.parse({ type: 'resize', rows, cols })));
   }
 
   private async pumpStdin(): Promise<void> {
@@ -140,8 +188,13 @@ class ExecSession {
               )
             ) {
               await new Promise<void>((r) => {
-                this.sock.once('drain', r);
-                this.sock.once('close', r);
+                const done = (): void => {
+                  this.sock.off('drain', done);
+                  this.sock.off('close', done);
+                  r();
+                };
+                this.sock.on('drain', done);
+                this.sock.on('close', done);
               });
             }
           }

@@ -120,7 +120,7 @@ export const PowerOffSchema = z.object({ reason: z.string() }).strict();
 
 // ---- services ----------------------------------------------------------------
 
-export const GuestPort = { EXEC: 1 } as const;
+export const GuestPort = { EXEC: 1, FS: 2 } as const;
 
 // ---- exec ----------------------------------------------------------------------
 
@@ -148,9 +148,14 @@ export interface ExecMessage {
   payload: Buffer;
 }
 
-/** Incremental decoder for the exec message stream. */
+/**
+ * Incremental decoder for the message stream of a service (exec, fs: the
+ * same framing). Kinds outside 1..maxKind are a ProtocolError.
+ */
 export class ExecDecoder {
   private buffer: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly maxKind: number = ExecKind.STDERR) {}
 
   push(chunk: Buffer): ExecMessage[] {
     this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
@@ -159,7 +164,7 @@ export class ExecDecoder {
     while (this.buffer.length - offset >= EXEC_HEADER_SIZE) {
       const kind = this.buffer.readUInt8(offset);
       const length = this.buffer.readUInt32BE(offset + 1);
-      if (kind < 1 || kind > 4) throw new ProtocolError(`unknown exec message kind ${kind}`);
+      if (kind < 1 || kind > this.maxKind) throw new ProtocolError(`unknown message kind ${kind}`);
       if (length > EXEC_MAX_MESSAGE) throw new ProtocolError(`exec message too long: ${length}`);
       if (this.buffer.length - offset < EXEC_HEADER_SIZE + length) break;
       const start = offset + EXEC_HEADER_SIZE;
@@ -180,6 +185,19 @@ const EnvSchema = z
     message: 'environment names must be non-empty and must not contain "="',
   });
 
+const WinsizeField = z.number().int().min(1).max(65535);
+
+/** A pseudo-terminal for the program (docs/protocol.md §3 "TTY"). */
+export const ExecTtySchema = z
+  .object({
+    rows: WinsizeField,
+    cols: WinsizeField,
+    /** TERM for the program; default xterm-256color (an env TERM wins over the default). */
+    term: z.string().min(1).optional(),
+  })
+  .strict();
+export type ExecTty = z.infer<typeof ExecTtySchema>;
+
 export const ExecRequestSchema = z
   .object({
     type: z.literal('exec'),
@@ -195,6 +213,7 @@ export const ExecRequestSchema = z
     timeoutMs: z.number().int().nonnegative().optional(),
     stdoutLimit: z.number().int().nonnegative().optional(),
     stderrLimit: z.number().int().nonnegative().optional(),
+    tty: ExecTtySchema.optional(),
   })
   .strict();
 export type ExecRequest = z.infer<typeof ExecRequestSchema>;
@@ -203,7 +222,13 @@ export const ExecSignalSchema = z
   .object({ type: z.literal('signal'), signal: z.number().int().min(1).max(64) })
   .strict();
 
-export type ExecHostMessage = ExecRequest | z.infer<typeof ExecSignalSchema>;
+/** New terminal size (TIOCSWINSZ; the foreground group gets SIGWINCH). Ignored without a tty. */
+export const ExecResizeSchema = z
+  .object({ type: z.literal('resize'), rows: WinsizeField, cols: WinsizeField })
+  .strict();
+
+export type ExecHostMessage =
+  ExecRequest | z.infer<typeof ExecSignalSchema> | z.infer<typeof ExecResizeSchema>;
 
 export const ExecStartedSchema = z
   .object({ type: z.literal('started'), pid: z.number().int().positive() })
@@ -241,6 +266,88 @@ export const ExecGuestMessageSchema = z.discriminatedUnion('type', [
   ExecExitSchema,
 ]);
 export type ExecGuestMessage = z.infer<typeof ExecGuestMessageSchema>;
+
+// ---- fs (file transfer, guest port 2) ---------------------------------------------
+
+/** Message kinds on an fs stream (same header as exec). */
+export const FsKind = { JSON: 1, DATA_TO_GUEST: 2, DATA_TO_HOST: 3 } as const;
+export type FsKindValue = (typeof FsKind)[keyof typeof FsKind];
+
+export const FS_MAX_PATH = 4095;
+/** uid/gid 2^32-1 means "no change" to chown(2); it is not a valid id. */
+const IdField = z.number().int().min(0).max(0xfffffffe);
+
+const GuestPathField = z
+  .string()
+  .startsWith('/')
+  .refine((p) => !p.includes('\0'), { message: 'guest paths must not contain NUL' })
+  .refine((p) => Buffer.byteLength(p, 'utf8') <= FS_MAX_PATH, {
+    message: `guest paths are at most ${FS_MAX_PATH} bytes`,
+  });
+
+export const FsReadRequestSchema = z
+  .object({ type: z.literal('read'), v: z.literal(PROTOCOL_VERSION), path: GuestPathField })
+  .strict();
+
+export const FsWriteRequestSchema = z
+  .object({
+    type: z.literal('write'),
+    v: z.literal(PROTOCOL_VERSION),
+    path: GuestPathField,
+    /** Permission bits (including set-id and sticky), applied exactly (no umask). */
+    mode: z.number().int().min(0).max(0o7777),
+    uid: IdField.optional(),
+    gid: IdField.optional(),
+    /** Exactly this many data bytes follow, then a zero-length data message. */
+    size: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  })
+  .strict();
+
+export const FsRequestSchema = z.discriminatedUnion('type', [
+  FsReadRequestSchema,
+  FsWriteRequestSchema,
+]);
+export type FsRequest = z.infer<typeof FsRequestSchema>;
+
+export const FsStatSchema = z
+  .object({
+    type: z.literal('stat'),
+    size: z.number().int().nonnegative(),
+    mode: z.number().int().min(0).max(0o7777),
+    uid: z.number().int().nonnegative(),
+    gid: z.number().int().nonnegative(),
+  })
+  .strict();
+export type FsStat = z.infer<typeof FsStatSchema>;
+
+export const FsDoneSchema = z
+  .object({ type: z.literal('done'), bytes: z.number().int().nonnegative() })
+  .strict();
+
+export const FsErrorCodeSchema = z.enum([
+  'not_found',
+  'is_directory',
+  'not_regular',
+  'permission_denied',
+  'io_error',
+  'invalid_request',
+]);
+export type FsErrorCode = z.infer<typeof FsErrorCodeSchema>;
+
+export const FsErrorSchema = z
+  .object({ type: z.literal('error'), code: FsErrorCodeSchema, message: z.string() })
+  .strict();
+
+export const FsGuestMessageSchema = z.discriminatedUnion('type', [
+  FsStatSchema,
+  FsDoneSchema,
+  FsErrorSchema,
+]);
+export type FsGuestMessage = z.infer<typeof FsGuestMessageSchema>;
+
+export function encodeFsJson(message: FsRequest | FsGuestMessage): Buffer {
+  return encodeExecMessage(FsKind.JSON, Buffer.from(JSON.stringify(message), 'utf8'));
+}
 
 // ---- config disk ------------------------------------------------------------------
 

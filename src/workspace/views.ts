@@ -5,6 +5,7 @@
 import { open, readFile, stat } from 'node:fs/promises';
 import { MicroagentError } from '../errors.js';
 import { execInGuest } from '../guest/exec-client.js';
+import type { ExecExit } from '../guest/protocol.js';
 import { StatePaths, type WorkspacePaths } from '../paths.js';
 import type { VmStatus } from '../vmkit/schema.js';
 import type { WorkspaceEvent, WorkspaceRecord } from './record.js';
@@ -110,9 +111,11 @@ async function readinessOf(
   let execReady = notLive;
   let shellReady = notLive;
   if (record.state === 'running' && vm?.readyAt !== undefined) {
+    // execReady: the exec service answers (whatever the image contains).
+    // shellReady: the image's /bin/sh runs.
     [execReady, shellReady] = await Promise.all([
-      probe(ws, ['true']),
-      probe(ws, ['/bin/sh', '-c', 'exit 0']),
+      probe(ws, ['true'], () => true),
+      probe(ws, ['/bin/sh', '-c', 'exit 0'], (e) => e.status === 'exited' && e.exitCode === 0),
     ]);
   } else if (record.state === 'paused') {
     execReady = shellReady = { ready: false, detail: 'workspace is paused' };
@@ -128,7 +131,11 @@ async function readinessOf(
 }
 
 /** A bounded structured exec round trip. */
-async function probe(ws: WorkspacePaths, argv: string[]): Promise<ReadinessSignal> {
+async function probe(
+  ws: WorkspacePaths,
+  argv: string[],
+  isReady: (exit: ExecExit) => boolean,
+): Promise<ReadinessSignal> {
   const started = Date.now();
   try {
     const exit = await execInGuest(
@@ -136,7 +143,7 @@ async function probe(ws: WorkspacePaths, argv: string[]): Promise<ReadinessSigna
       { argv, timeoutMs: PROBE_TIMEOUT_MS },
       { timeoutMs: PROBE_TIMEOUT_MS },
     );
-    const ok = exit.status === 'exited' && exit.exitCode === 0;
+    const ok = isReady(exit);
     return {
       ready: ok,
       observedAt: new Date().toISOString(),

@@ -5,7 +5,7 @@
  * `skopeo`. Everything goes through src/proc/spawn.ts.
  */
 import { openSync, closeSync, existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -126,6 +126,8 @@ const rootlessFlag = (): string[] => (process.getuid?.() === 0 ? [] : ['--rootle
 export interface ImageSpec {
   /** Files of the single layer: path → content. */
   files: Record<string, string | Buffer>;
+  /** Modes of some of the files (default 0644). */
+  modes?: Record<string, number>;
   cmd?: string[];
   entrypoint?: string[];
   env?: string[];
@@ -147,6 +149,8 @@ export async function buildImage(layout: string, tag: string, spec: ImageSpec): 
     const full = join(root, p);
     await mkdir(join(full, '..'), { recursive: true });
     await writeFile(full, content);
+    const mode = spec.modes?.[p];
+    if (mode !== undefined) await chmod(full, mode);
   }
   await run(['umoci', 'insert', ...rootlessFlag(), '--image', `${layout}:${tag}`, root, '/']);
   const args = ['umoci', 'config', '--image', `${layout}:${tag}`, '--author=microagent-test'];
