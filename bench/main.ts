@@ -17,6 +17,7 @@ import { chooseAccel, realHostProbe } from '../src/supervisors/qemu/accel.js';
 import { buildQemuArgs } from '../src/supervisors/qemu/qemu-args.js';
 import { ensurePrivateDir } from '../src/util/fs.js';
 import { PROFILES, DEFAULT_PROFILE } from '../src/workspace/profiles.js';
+import { benchImages, benchWorkspace } from './workloads.js';
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 5);
 const STATE_DIR =
@@ -117,4 +118,17 @@ async function benchRunTrue(): Promise<void> {
   );
 }
 
-await benchRunTrue();
+/**
+ * `npm run bench` runs every benchmark; `npm run bench -- boot image exec`
+ * picks some. Each prints its own baseline and ratio.
+ */
+const BENCHES: Record<string, () => Promise<void>> = {
+  boot: benchRunTrue,
+  image: () => benchImages(Math.max(1, Math.min(ITERATIONS, 3))),
+  exec: () => benchWorkspace(STATE_DIR),
+};
+const wanted = process.argv.slice(2).filter((a) => a in BENCHES);
+for (const name of wanted.length > 0 ? wanted : Object.keys(BENCHES)) {
+  await (BENCHES[name] as () => Promise<void>)();
+  console.log('');
+}

@@ -131,6 +131,7 @@ function expectOf(r) {
     stdoutLimit: r.stdoutLimit ?? -1,
     stderrLimit: r.stderrLimit ?? -1,
     tty: r.tty ? { rows: r.tty.rows, cols: r.tty.cols, term: r.tty.term ?? null } : null,
+    user: r.user ?? null,
   };
 }
 function validRequest(name, req) {
@@ -181,6 +182,18 @@ validRequest('exec-req-tty-minimal', {
   argv: ['sh'],
   tty: { rows: 65535, cols: 1 },
 });
+// Every OCI `User` form; the guest resolves them at start (bad_user), not here.
+for (const [name, user] of [
+  ['exec-req-user-name', 'alice'],
+  ['exec-req-user-uid', '1000'],
+  ['exec-req-user-name-group', 'alice:staff'],
+  ['exec-req-user-uid-gid', '1000:50'],
+  ['exec-req-user-name-gid', 'alice:50'],
+  ['exec-req-user-uid-group', '0:staff'],
+  ['exec-req-user-unicode', 'é😀 x:g-1.2_3'],
+]) {
+  validRequest(name, { type: 'exec', v: 1, argv: ['id'], user });
+}
 validRequest('exec-req-stdin-false', {
   type: 'exec',
   v: 1,
@@ -218,7 +231,15 @@ function invalidRaw(name, json) {
 }
 const inv = (o) => JSON.stringify(o);
 const base = { type: 'exec', v: 1, argv: ['true'] };
-invalidRaw('exec-req-bad-unknown-field', inv({ ...base, user: 'root' }));
+invalidRaw('exec-req-bad-unknown-field', inv({ ...base, group: 'root' }));
+invalidRaw('exec-req-bad-user-empty', inv({ ...base, user: '' }));
+invalidRaw('exec-req-bad-user-colon-only', inv({ ...base, user: ':' }));
+invalidRaw('exec-req-bad-user-no-group', inv({ ...base, user: 'alice:' }));
+invalidRaw('exec-req-bad-user-no-name', inv({ ...base, user: ':staff' }));
+invalidRaw('exec-req-bad-user-two-colons', inv({ ...base, user: 'a:b:c' }));
+invalidRaw('exec-req-bad-user-nul', inv({ ...base, user: 'a\u0000b' }));
+invalidRaw('exec-req-bad-user-number', inv({ ...base, user: 1000 }));
+invalidRaw('exec-req-bad-user-null', inv({ ...base, user: null }));
 invalidRaw('exec-req-bad-v', inv({ ...base, v: 2 }));
 invalidRaw('exec-req-bad-no-v', inv({ type: 'exec', argv: ['true'] }));
 invalidRaw('exec-req-bad-type', inv({ ...base, type: 'run' }));
@@ -359,6 +380,7 @@ for (const [code, exitCode] of [
   ['bad_cwd', 125],
   ['setup_failed', 125],
   ['invalid_request', 125],
+  ['bad_user', 125],
 ]) {
   exitCase(`exec-exit-failed-${code.replace('_', '-')}`, {
     type: 'exit',
@@ -514,6 +536,7 @@ function configExpect(c) {
           powerOff: c.command.powerOff ?? false,
         }
       : null,
+    network: c.network ?? null,
   };
 }
 function configCase(name, c) {
@@ -551,6 +574,30 @@ configCase('config-big', {
   workspace: 'w',
   hostname: 'h',
   env: Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`VAR_${i}`, 'x'.repeat(i % 50)])),
+});
+configCase('config-network-user', {
+  v: 1,
+  workspace: 'w',
+  hostname: 'h',
+  network: {
+    mode: 'user',
+    address: '10.0.2.15/24',
+    gateway: '10.0.2.2',
+    dns: ['10.0.2.3', '192.0.2.53'],
+    mtu: 65520,
+  },
+});
+configCase('config-network-user-minimal', {
+  v: 1,
+  workspace: 'w',
+  hostname: 'h',
+  network: { mode: 'user', address: '172.16.0.2/32', gateway: '172.16.0.1', dns: [] },
+});
+configCase('config-network-isolated', {
+  v: 1,
+  workspace: 'w',
+  hostname: 'h',
+  network: { mode: 'isolated' },
 });
 function rawDisk(json, { magic = P.CONFIG_MAGIC, length } = {}) {
   const j = utf8(json);
@@ -593,6 +640,20 @@ badConfig(
   inv({ ...cfg, command: { argv: ['x'], powerOff: 'yes' } }),
 );
 badConfig('config-bad-json', '{"v":1,');
+const net = { mode: 'user', address: '10.0.2.15/24', gateway: '10.0.2.2', dns: ['10.0.2.3'] };
+badConfig('config-bad-network-mode', inv({ ...cfg, network: { mode: 'bridge' } }));
+badConfig('config-bad-network-isolated-extra', inv({ ...cfg, network: { mode: 'isolated', dns: [] } }));
+badConfig('config-bad-network-unknown-field', inv({ ...cfg, network: { ...net, mac: 'x' } }));
+badConfig('config-bad-network-no-prefix', inv({ ...cfg, network: { ...net, address: '10.0.2.15' } }));
+badConfig('config-bad-network-prefix-33', inv({ ...cfg, network: { ...net, address: '10.0.2.15/33' } }));
+badConfig('config-bad-network-prefix-0', inv({ ...cfg, network: { ...net, address: '10.0.2.15/0' } }));
+badConfig('config-bad-network-leading-zero', inv({ ...cfg, network: { ...net, gateway: '10.0.2.02' } }));
+badConfig('config-bad-network-octet', inv({ ...cfg, network: { ...net, gateway: '10.0.2.256' } }));
+badConfig('config-bad-network-dns-4', inv({ ...cfg, network: { ...net, dns: ['1.1.1.1', '1.1.1.2', '1.1.1.3', '1.1.1.4'] } }));
+badConfig('config-bad-network-dns-name', inv({ ...cfg, network: { ...net, dns: ['localhost'] } }));
+badConfig('config-bad-network-no-gateway', inv({ ...cfg, network: { mode: 'user', address: '10.0.2.15/24', dns: [] } }));
+badConfig('config-bad-network-mtu', inv({ ...cfg, network: { ...net, mtu: 100 } }));
+badConfig('config-bad-network-not-object', inv({ ...cfg, network: 'user' }));
 
 writeFileSync(join(out, 'cases.json'), JSON.stringify(cases, null, 1) + '\n');
 console.log(`wrote ${cases.length} cases to ${out}`);

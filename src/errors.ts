@@ -185,6 +185,14 @@ export const ERROR_CODES = {
     remediation:
       'No result was recorded yet; run a command with `run --keep` or wait for the workspace.',
   },
+  ARTIFACT_NOT_FOUND: {
+    kind: 'not_found',
+    remediation: 'List the declared outputs with microagent artifacts NAME.',
+  },
+  MUTABLE_REFERENCE: {
+    kind: 'usage',
+    remediation: 'Pin the image by digest (NAME@sha256:...), or pass --allow-mutable.',
+  },
   STATE_CORRUPT: {
     kind: 'permanent',
     remediation: 'The state file cannot be read; inspect it, or delete the workspace.',
@@ -245,6 +253,26 @@ export const ERROR_CODES = {
     kind: 'permanent',
     remediation:
       'See data.guestCode: is_directory or not_regular (only regular files can be copied; name the file, not its directory), permission_denied (ownership, mode or a read-only file system in the guest), io_error (e.g. the guest disk is full), invalid_request (a path or size problem; the message says which).',
+  },
+  OFFLINE_COPY_FAILED: {
+    kind: 'permanent',
+    remediation:
+      'Copying through the stopped workspace disk failed and the disk was left unchanged; read the tool output in the message (qemu-img, debugfs, e2fsck). Starting the workspace and copying through the running guest avoids the disk tools.',
+  },
+  IDEMPOTENCY_CONFLICT: {
+    kind: 'conflict',
+    remediation:
+      'This idempotency_key was used within the last 15 minutes with different arguments; use a new key for a new request, or repeat the original arguments to get the original answer.',
+  },
+  SPEC_INVALID: {
+    kind: 'usage',
+    remediation:
+      'Fix the microagent.yaml field at the line named in the message; docs/spec.md lists every field.',
+  },
+  PORT_IN_USE: {
+    kind: 'conflict',
+    remediation:
+      'Another process (or workspace) listens on that host address and port; pick another host port with -p HOSTPORT:GUESTPORT, or stop the other listener.',
   },
   INTERNAL: {
     kind: 'permanent',

@@ -4,6 +4,7 @@
 #include "mux.h"
 #include "util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -68,10 +69,75 @@ static int parse_command(const struct jval *o, struct jarena *a, struct guest_co
 	return 0;
 }
 
+/* A strict dotted quad (what zod's IPV4_PATTERN accepts; inet_pton agrees). */
+static int parse_ipv4(const struct jval *v, struct in_addr *out)
+{
+	if (!json_is_cstr(v) || v->slen > 15)
+		return -1;
+	return inet_pton(AF_INET, v->s, out) == 1 ? 0 : -1;
+}
+
+static int parse_network(const struct jval *o, struct guest_net *n, char *err, size_t errlen)
+{
+	static const char *const user_keys[] = {"mode", "address", "gateway", "dns", "mtu", NULL};
+	static const char *const isolated_keys[] = {"mode", NULL};
+	char bad[80];
+	memset(n, 0, sizeof *n);
+	if (o->type != J_OBJ)
+		return cerr(err, errlen, "config: network must be an object");
+	const struct jval *mode = json_get(o, "mode");
+	if (!json_is_cstr(mode))
+		return cerr(err, errlen, "config: network.mode must be \"user\" or \"isolated\"");
+	if (!strcmp(mode->s, "isolated")) {
+		if (!json_keys_allowed(o, isolated_keys, bad, sizeof bad))
+			return cerr(err, errlen, "config: unknown field \"network.%s\"", bad);
+		n->mode = NET_ISOLATED;
+		return 0;
+	}
+	if (strcmp(mode->s, "user") != 0)
+		return cerr(err, errlen, "config: network.mode must be \"user\" or \"isolated\"");
+	if (!json_keys_allowed(o, user_keys, bad, sizeof bad))
+		return cerr(err, errlen, "config: unknown field \"network.%s\"", bad);
+	n->mode = NET_USER;
+	const struct jval *addr = json_get(o, "address");
+	char ip[16];
+	const char *slash = json_is_cstr(addr) ? strchr(addr->s, '/') : NULL;
+	if (!slash || (size_t)(slash - addr->s) >= sizeof ip)
+		return cerr(err, errlen, "config: network.address must be an IPv4 address with a prefix length");
+	memcpy(ip, addr->s, (size_t)(slash - addr->s));
+	ip[slash - addr->s] = '\0';
+	char *end;
+	errno = 0;
+	long prefix = strtol(slash + 1, &end, 10);
+	if (inet_pton(AF_INET, ip, &n->addr) != 1 || slash[1] < '1' || slash[1] > '9' || *end != '\0' ||
+	    errno != 0 || prefix < 1 || prefix > 32)
+		return cerr(err, errlen, "config: network.address must be an IPv4 address with a prefix length 1..32");
+	n->prefix = (int)prefix;
+	n->mask.s_addr = htonl(prefix == 32 ? 0xffffffffu : ~(0xffffffffu >> prefix));
+	if (parse_ipv4(json_get(o, "gateway"), &n->gw) != 0)
+		return cerr(err, errlen, "config: network.gateway must be an IPv4 address");
+	const struct jval *dns = json_get(o, "dns");
+	if (!dns || dns->type != J_ARR || dns->count > NET_MAX_DNS)
+		return cerr(err, errlen, "config: network.dns must be an array of at most %d IPv4 addresses",
+			    NET_MAX_DNS);
+	for (const struct jval *d = dns->child; d; d = d->next) {
+		if (parse_ipv4(d, &n->dns[n->ndns]) != 0)
+			return cerr(err, errlen, "config: network.dns[%zu] must be an IPv4 address", n->ndns);
+		n->ndns++;
+	}
+	const struct jval *mtu = json_get(o, "mtu");
+	if (mtu) {
+		if (mtu->type != J_INT || mtu->i < 576 || mtu->i > 65520)
+			return cerr(err, errlen, "config: network.mtu must be an integer 576..65520");
+		n->mtu = (int)mtu->i;
+	}
+	return 0;
+}
+
 int config_parse_json(const char *json, size_t len, struct jarena *a, struct guest_config *c, char *err,
 		      size_t errlen)
 {
-	static const char *const allowed[] = {"v", "workspace", "hostname", "env", "command", NULL};
+	static const char *const allowed[] = {"v", "workspace", "hostname", "env", "command", "network", NULL};
 	memset(c, 0, sizeof *c);
 	const struct jval *o;
 	char jerr[200];
@@ -101,6 +167,9 @@ int config_parse_json(const char *json, size_t len, struct jarena *a, struct gue
 		return -1;
 	const struct jval *cmd = json_get(o, "command");
 	if (cmd && cmd->type != J_NULL && parse_command(cmd, a, c, err, errlen) != 0)
+		return -1;
+	const struct jval *net = json_get(o, "network");
+	if (net && parse_network(net, &c->net, err, errlen) != 0)
 		return -1;
 	return 0;
 }

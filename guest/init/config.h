@@ -6,11 +6,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <netinet/in.h>
+
 #include "exec.h"
 #include "json.h"
 
 #define CONFIG_MAGIC "MACFG001"
 #define CONFIG_MAX_JSON (1024 * 1024)
+
+#define NET_MAX_DNS 3
+
+/* config.network (docs/protocol.md §4). NET_NONE: the field is absent. */
+enum net_mode { NET_NONE, NET_USER, NET_ISOLATED };
+
+struct guest_net {
+	enum net_mode mode;
+	struct in_addr addr, mask, gw; /* network byte order */
+	int prefix;
+	struct in_addr dns[NET_MAX_DNS];
+	size_t ndns;
+	int mtu; /* 0: leave the driver's default */
+};
 
 struct guest_config {
 	const char *workspace;
@@ -20,6 +36,7 @@ struct guest_config {
 	bool has_command;
 	struct exec_req command; /* argv, env, cwd (limits/timeout unused) */
 	bool power_off;
+	struct guest_net net;
 };
 
 /* Parses the disk bytes (at least the header + JSON). */

@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -72,8 +73,8 @@ static int parse_winsize(const struct jval *o, unsigned *rows, unsigned *cols, c
 
 static int parse_exec(const struct jval *o, struct jarena *a, struct exec_req *r, char *err, size_t errlen)
 {
-	static const char *const allowed[] = {"type",	      "v",	    "argv",	   "env", "cwd", "stdin",
-					      "timeoutMs", "stdoutLimit", "stderrLimit", "tty", NULL};
+	static const char *const allowed[] = {"type",	      "v",	    "argv",	   "env", "cwd",  "stdin",
+					      "timeoutMs", "stdoutLimit", "stderrLimit", "tty", "user", NULL};
 	char bad[80];
 	if (!json_keys_allowed(o, allowed, bad, sizeof bad))
 		return verr(err, errlen, "unknown field \"%s\" in exec request", bad);
@@ -144,6 +145,13 @@ static int parse_exec(const struct jval *o, struct jarena *a, struct exec_req *r
 		}
 		r->tty = true;
 	}
+	r->user = NULL;
+	const struct jval *user = json_get(o, "user");
+	if (user) {
+		if (!json_is_cstr(user) || !user_spec_valid(user->s))
+			return verr(err, errlen, "user must be a string USER or USER:GROUP (both non-empty, without ':')");
+		r->user = user->s;
+	}
 	return 0;
 }
 
@@ -199,8 +207,8 @@ long exec_format_started(pid_t pid, char *buf, size_t cap)
 }
 
 static const char *const status_names[] = {"exited", "signaled", "timed_out", "failed_to_start"};
-static const char *const error_names[] = {"",		 "not_found",	 "not_executable",
-					  "bad_cwd", "setup_failed", "invalid_request"};
+static const char *const error_names[] = {"",		 "not_found",	 "not_executable", "bad_cwd",
+					  "setup_failed", "invalid_request", "bad_user"};
 
 long exec_format_exit(const struct exec_result *r, char *buf, size_t cap)
 {
@@ -319,7 +327,7 @@ int exec_build_env(const struct kv *const *layers, const size_t *counts, int nla
 
 /* ---- spawn ---- */
 
-enum { STAGE_SETUP = 1, STAGE_CWD = 2, STAGE_EXEC = 3 };
+enum { STAGE_SETUP = 1, STAGE_CWD = 2, STAGE_EXEC = 3, STAGE_SETGROUPS = 4, STAGE_SETGID = 5, STAGE_SETUID = 6 };
 
 struct child_report {
 	int stage;
@@ -385,6 +393,12 @@ static int child_exec(const char *file, char *const *argv, char *const *envp, co
 int exec_spawn(const char *const *argv, char *const *envp, const char *path, const char *cwd,
 	       const struct spawn_io *io, pid_t *pid, struct exec_result *r)
 {
+	return exec_spawn_as(argv, envp, path, cwd, io, NULL, pid, r);
+}
+
+int exec_spawn_as(const char *const *argv, char *const *envp, const char *path, const char *cwd,
+		  const struct spawn_io *io, const struct exec_user *user, pid_t *pid, struct exec_result *r)
+{
 	int ep[2];
 	if (pipe2(ep, O_CLOEXEC) != 0) {
 		exec_result_fail(r, ERR_SETUP_FAILED, "pipe: %s", strerror(errno));
@@ -424,6 +438,16 @@ int exec_spawn(const char *const *argv, char *const *envp, const char *path, con
 		/* After setsid: the terminal on fd 0 becomes this session's controlling tty. */
 		if (io->ctty && ioctl(0, TIOCSCTTY, 0) != 0)
 			child_fail(ep[1], STAGE_SETUP, errno);
+		/* Groups first, the uid last: each needs the privilege the next one drops.
+		 * The cwd is then entered with the user's permissions. */
+		if (user) {
+			if (setgroups(user->ngroups, user->groups) != 0)
+				child_fail(ep[1], STAGE_SETGROUPS, errno);
+			if (setgid(user->gid) != 0)
+				child_fail(ep[1], STAGE_SETGID, errno);
+			if (setuid(user->uid) != 0)
+				child_fail(ep[1], STAGE_SETUID, errno);
+		}
 		if (chdir(cwd) != 0)
 			child_fail(ep[1], STAGE_CWD, errno);
 		int e = child_exec(argv[0], (char *const *)argv, envp, path);
@@ -453,6 +477,14 @@ int exec_spawn(const char *const *argv, char *const *envp, const char *path, con
 	switch (rep.stage) {
 	case STAGE_CWD:
 		exec_result_fail(r, ERR_BAD_CWD, "%s: %s", cwd, strerror(rep.err));
+		break;
+	case STAGE_SETGROUPS:
+	case STAGE_SETGID:
+	case STAGE_SETUID:
+		exec_result_fail(r, ERR_BAD_USER, "%s %u: %s",
+				 rep.stage == STAGE_SETGROUPS ? "setgroups" : rep.stage == STAGE_SETGID ? "setgid" : "setuid",
+				 rep.stage == STAGE_SETUID ? (unsigned)user->uid : (unsigned)user->gid, strerror(rep.err));
+		log_msg("exec: %s", r->message);
 		break;
 	case STAGE_EXEC:
 		switch (rep.err) {
@@ -491,7 +523,23 @@ void exec_set_config_env(const struct kv *env, size_t n)
 
 int exec_env_for(const struct kv *extra, size_t extra_n, struct jarena *a, char ***envp, const char **path)
 {
-	const struct kv *layers[3] = {base_env, config_env, extra};
-	size_t counts[3] = {2, config_env ? config_env_n : 0, extra ? extra_n : 0};
-	return exec_build_env(layers, counts, 3, a, envp, path);
+	return exec_env_for_user(NULL, extra, extra_n, a, envp, path);
+}
+
+int exec_env_for_user(const struct exec_user *user, const struct kv *extra, size_t extra_n, struct jarena *a,
+		      char ***envp, const char **path)
+{
+	/* Like docker: HOME from passwd unless the image/config env sets one. */
+	struct kv user_env[3];
+	size_t user_n = 0;
+	if (user) {
+		user_env[user_n++] = (struct kv){"HOME", user->home};
+		if (user->has_name) {
+			user_env[user_n++] = (struct kv){"USER", user->name};
+			user_env[user_n++] = (struct kv){"LOGNAME", user->name};
+		}
+	}
+	const struct kv *layers[4] = {base_env, user_env, config_env, extra};
+	size_t counts[4] = {2, user_n, config_env ? config_env_n : 0, extra ? extra_n : 0};
+	return exec_build_env(layers, counts, 4, a, envp, path);
 }

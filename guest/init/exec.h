@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "json.h"
+#include "user.h"
 
 #define EXEC_MAX_ARGV 4096
 #define EXEC_NO_LIMIT UINT64_MAX
@@ -32,6 +33,7 @@ struct exec_req {
 	bool tty;			     /* run on a new pseudo-terminal */
 	unsigned rows, cols;		     /* tty: initial window size */
 	const char *term;		     /* tty: TERM; NULL when absent */
+	const char *user;		     /* OCI User (user_spec_valid); NULL when absent */
 };
 
 #define EXEC_DEFAULT_TERM "xterm-256color"
@@ -53,6 +55,7 @@ enum exec_error {
 	ERR_BAD_CWD,
 	ERR_SETUP_FAILED,
 	ERR_INVALID_REQUEST,
+	ERR_BAD_USER,
 };
 
 struct exec_result {
@@ -98,6 +101,10 @@ struct spawn_io {
  * -1 with r filled (failed_to_start) otherwise. */
 int exec_spawn(const char *const *argv, char *const *envp, const char *path, const char *cwd,
 	       const struct spawn_io *io, pid_t *pid, struct exec_result *r);
+/* exec_spawn as user (NULL: as the init, root): the child calls setgroups,
+ * setgid and setuid before chdir and execve; a failure is `bad_user`. */
+int exec_spawn_as(const char *const *argv, char *const *envp, const char *path, const char *cwd,
+		  const struct spawn_io *io, const struct exec_user *user, pid_t *pid, struct exec_result *r);
 
 
 
@@ -105,4 +112,8 @@ int exec_spawn(const char *const *argv, char *const *envp, const char *path, con
 void exec_set_config_env(const struct kv *env, size_t n);
 /* base + config env + extra (later wins). */
 int exec_env_for(const struct kv *extra, size_t extra_n, struct jarena *a, char ***envp, const char **path);
+/* base + HOME/USER/LOGNAME of user (when not NULL) + config env + extra:
+ * the config env and the request's env win over the user's HOME. */
+int exec_env_for_user(const struct exec_user *user, const struct kv *extra, size_t extra_n, struct jarena *a,
+		      char ***envp, const char **path);
 #endif

@@ -7,6 +7,7 @@
 #include "json.h"
 #include "log.h"
 #include "mux.h"
+#include "net.h"
 #include "roles.h"
 #include "session.h"
 #include "util.h"
@@ -612,6 +613,7 @@ int pid1_main(void)
 	log_debug("config: workspace %s", config.workspace);
 	set_hostname();
 	loopback_up();
+	net_configure(&config.net); /* logs its own failures; exec works without a network */
 	if (mkdir_p1(RESULT_DIR, 0755) != 0)
 		log_msg("cannot create %s", RESULT_DIR);
 	boot_state = config.has_command ? BOOT_WAITING : BOOT_NONE;

@@ -100,6 +100,8 @@ static char req_arena_buf[REQ_ARENA_SIZE];
 static struct jarena req_arena = {req_arena_buf, REQ_ARENA_SIZE, 0, 0, REQ_MAX_NODES};
 
 static uint8_t iobuf[MUX_MAX_DATA];
+/* The request's user, resolved (one request is started at a time). */
+static struct exec_user req_user;
 
 static struct stream *find(uint32_t id)
 {
@@ -357,6 +359,16 @@ static void start(struct stream *s, const struct exec_req *req)
 	const char *path;
 	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
 	memset(&s->res, 0, sizeof s->res);
+	const struct exec_user *user = NULL;
+	if (req->user) {
+		char msg[sizeof s->res.message];
+		if (user_resolve(req->user, "/etc/passwd", "/etc/group", &req_user, msg, sizeof msg) != 0) {
+			exec_result_fail(&s->res, ERR_BAD_USER, "%s", msg);
+			fail_start(s);
+			return;
+		}
+		user = &req_user;
+	}
 	const struct kv *env = req->env;
 	size_t envc = req->envc;
 	if (req->tty) {
@@ -375,7 +387,7 @@ static void start(struct stream *s, const struct exec_req *req)
 		fail_start(s);
 		return;
 	}
-	if (exec_env_for(env, envc, &req_arena, &envp, &path) != 0) {
+	if (exec_env_for_user(user, env, envc, &req_arena, &envp, &path) != 0) {
 		exec_result_fail(&s->res, ERR_SETUP_FAILED, "environment too large");
 		fail_start(s);
 		return;
@@ -391,9 +403,19 @@ static void start(struct stream *s, const struct exec_req *req)
 			fail_start(s);
 			return;
 		}
+		/* The user owns its terminal (the group stays tty's, mode 0620). */
+		if (user && fchown(slave, user->uid, (gid_t)-1) != 0) {
+			exec_result_fail(&s->res, ERR_SETUP_FAILED, "chown pty: %s", strerror(errno));
+			log_msg("stream %u: %s", s->id, s->res.message);
+			close(master);
+			close(dup_in);
+			close(slave);
+			fail_start(s);
+			return;
+		}
 		struct spawn_io tio = {slave, slave, slave, true};
 		int64_t t0 = now_ms();
-		int rc = exec_spawn(req->argv, envp, path, req->cwd, &tio, &s->pid, &s->res);
+		int rc = exec_spawn_as(req->argv, envp, path, req->cwd, &tio, user, &s->pid, &s->res);
 		/* Only the child holds the slave now: the master reads EIO once it is gone. */
 		close(slave);
 		if (rc != 0) {
@@ -420,7 +442,7 @@ static void start(struct stream *s, const struct exec_req *req)
 	}
 	struct spawn_io io = {in[0], out[1], err[1], false};
 	int64_t t0 = now_ms();
-	if (exec_spawn(req->argv, envp, path, req->cwd, &io, &s->pid, &s->res) != 0)
+	if (exec_spawn_as(req->argv, envp, path, req->cwd, &io, user, &s->pid, &s->res) != 0)
 		goto fail;
 	close(out[1]);
 	close(err[1]);

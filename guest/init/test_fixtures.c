@@ -7,8 +7,11 @@
 #include "hello.h"
 #include "json.h"
 #include "mux.h"
+#include "net.h"
 #include "test.h"
 
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,8 +113,8 @@ static void exit_case(const char *name, const struct jval *c, const unsigned cha
 	struct exec_result r;
 	memset(&r, 0, sizeof r);
 	static const char *const st[] = {"exited", "signaled", "timed_out", "failed_to_start"};
-	static const char *const codes[] = {"", "not_found", "not_executable", "bad_cwd", "setup_failed",
-					    "invalid_request"};
+	static const char *const codes[] = {"",		    "not_found",       "not_executable", "bad_cwd",
+					    "setup_failed", "invalid_request", "bad_user"};
 	for (int i = 0; i < 4; i++)
 		if (str_eq(st[i], json_get(e, "status")))
 			r.status = (enum exec_status)i;
@@ -124,7 +127,7 @@ static void exit_case(const char *name, const struct jval *c, const unsigned cha
 	r.duration_ms = (uint64_t)geti(e, "durationMs");
 	const struct jval *er = json_get(e, "error");
 	if (er) {
-		for (int i = 1; i < 6; i++)
+		for (int i = 1; i < 7; i++)
 			if (str_eq(codes[i], json_get(er, "code")))
 				r.error = (enum exec_error)i;
 		const struct jval *msg = json_get(er, "message");
@@ -159,6 +162,32 @@ static void config_case(const char *name, const struct jval *c, const unsigned c
 		CHECK(env_eq(g.command.env, g.command.envc, json_get(cmd, "env")), "%s: command env", name);
 		CHECK(str_eq(g.command.cwd, json_get(cmd, "cwd")), "%s: command cwd", name);
 		CHECK(g.power_off == json_get(cmd, "powerOff")->b, "%s: powerOff", name);
+	}
+	const struct jval *net = json_get(x, "network");
+	if (net->type == J_NULL) {
+		CHECK(g.net.mode == NET_NONE, "%s: network absent", name);
+	} else if (!strcmp(json_get(net, "mode")->s, "isolated")) {
+		CHECK(g.net.mode == NET_ISOLATED, "%s: network isolated", name);
+	} else {
+		CHECK(g.net.mode == NET_USER, "%s: network user", name);
+		char ip[INET_ADDRSTRLEN], cidr[INET_ADDRSTRLEN + 4];
+		inet_ntop(AF_INET, &g.net.addr, ip, sizeof ip);
+		snprintf(cidr, sizeof cidr, "%s/%d", ip, g.net.prefix);
+		CHECK(!strcmp(cidr, json_get(net, "address")->s), "%s: address %s", name, cidr);
+		inet_ntop(AF_INET, &g.net.gw, ip, sizeof ip);
+		CHECK(str_eq(ip, json_get(net, "gateway")), "%s: gateway", name);
+		const struct jval *dns = json_get(net, "dns");
+		CHECK(g.net.ndns == dns->count, "%s: dns count", name);
+		size_t i = 0;
+		for (const struct jval *d = dns->child; d && i < g.net.ndns; d = d->next, i++) {
+			inet_ntop(AF_INET, &g.net.dns[i], ip, sizeof ip);
+			CHECK(str_eq(ip, d), "%s: dns[%zu]", name, i);
+		}
+		const struct jval *mtu = json_get(net, "mtu");
+		CHECK(g.net.mtu == (mtu ? (int)mtu->i : 0), "%s: mtu", name);
+		char conf[256];
+		CHECK(net_resolv_conf(&g.net, conf, sizeof conf) > 0 && (g.net.ndns == 0 || strstr(conf, "nameserver ")),
+		      "%s: resolv.conf", name);
 	}
 }
 
@@ -283,6 +312,8 @@ void test_fixtures(const char *dir)
 				CHECK(term->type == J_NULL ? r->term == NULL : r->term && str_eq(r->term, term), "%s: tty term",
 				      name);
 			}
+			const struct jval *user = json_get(x, "user");
+			CHECK(user->type == J_NULL ? r->user == NULL : r->user && str_eq(r->user, user), "%s: user", name);
 		} else if (!strcmp(kind, "exec_request_invalid")) {
 			int rc = parse_exec_msg(b, blen, &ra, &m, err, sizeof err);
 			CHECK(rc != 0 || m.type != EXEC_MSG_EXEC, "%s: accepted", name);

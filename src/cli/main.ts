@@ -6,13 +6,17 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suggest, UsageError, type FlagSpecs } from './args.js';
-import { EXIT, reportError, type Output } from './output.js';
+import { EXIT, reportError, writeJson, type Output } from './output.js';
 import { PACKAGE_ROOT } from '../paths.js';
 import { runMain, RUN_FLAGS, RUN_USAGE } from './commands/run.js';
 import { kernelMain, KERNEL_USAGE } from './commands/kernel.js';
 import { doctorMain, DOCTOR_FLAGS, DOCTOR_USAGE } from './commands/doctor.js';
 import { ALIASES, WORKSPACE_COMMANDS } from './commands/workspace.js';
 import { IMAGE_COMMAND } from './commands/image.js';
+import { NETWORK_COMMAND } from './commands/network.js';
+import { FILE_COMMANDS } from './commands/files.js';
+import { ROOTFS_COMMAND } from './commands/rootfs.js';
+import { SERVE_COMMAND } from './commands/serve.js';
 
 interface Command {
   summary: string;
@@ -29,7 +33,11 @@ const COMMANDS: Record<string, Command> = {
     main: runMain,
   },
   ...WORKSPACE_COMMANDS,
+  ...FILE_COMMANDS,
   image: IMAGE_COMMAND,
+  network: NETWORK_COMMAND,
+  rootfs: ROOTFS_COMMAND,
+  serve: SERVE_COMMAND,
   kernel: {
     summary: 'Install, list and verify guest kernels',
     usage: KERNEL_USAGE,
@@ -45,7 +53,8 @@ const COMMANDS: Record<string, Command> = {
     summary: 'Print the version',
     usage: 'microagent version',
     main: async (_argv, out) => {
-      out.stdout.write(`microagent ${version()}\n`);
+      if (out.json) writeJson(out, { version: version() });
+      else out.stdout.write(`microagent ${version()}\n`);
       return EXIT.OK;
     },
   },
@@ -53,7 +62,8 @@ const COMMANDS: Record<string, Command> = {
     summary: 'Show help for a command',
     usage: 'microagent help [COMMAND]',
     main: async (argv, out) => {
-      out.stdout.write(helpText(argv[0]));
+      if (out.json) writeJson(out, { help: helpText(argv[0]) });
+      else out.stdout.write(helpText(argv[0]));
       return EXIT.OK;
     },
   },
@@ -95,11 +105,18 @@ export function helpText(command?: string): string {
 export async function main(argv: string[]): Promise<number> {
   const out: Output = { json: false, stdout: process.stdout, stderr: process.stderr };
   try {
+    let mode = modeFromEnv();
     // Global flags before the command.
     let i = 0;
     while (i < argv.length && (argv[i] ?? '').startsWith('-')) {
       const flag = argv[i] as string;
-      if (flag === '--json') out.json = true;
+      const taken = takeMode(argv, i);
+      if (taken) {
+        mode = taken.mode;
+        i += taken.consumed;
+        continue;
+      }
+      if (flag === '--json') mode = 'ax';
       else if (flag === '--help' || flag === '-h') {
         out.stdout.write(helpText());
         return EXIT.OK;
@@ -111,6 +128,7 @@ export async function main(argv: string[]): Promise<number> {
       }
       i++;
     }
+    out.json = mode === 'ax';
     const typed = argv[i];
     const name = typed !== undefined ? (ALIASES[typed] ?? typed) : undefined;
     if (name === undefined) {
@@ -124,48 +142,85 @@ export async function main(argv: string[]): Promise<number> {
         'Run `microagent help` for the list of commands.',
       );
     }
-    const rest = argv.slice(i + 1);
-    // --help anywhere before `--` prints help and never runs the command
-    // (for run, only before the guest command starts).
-    const dashdash = rest.indexOf('--');
-    const scan = dashdash === -1 ? rest : rest.slice(0, dashdash);
-    // For run and exec, a --help that belongs to the guest command is not ours.
+    let rest = argv.slice(i + 1);
+    // Only the arguments before the guest command (run, exec) or before `--`
+    // are microagent's: --help, --json and --mode there are ours.
     const guestArgvAt = name === 'run' ? 1 : name === 'exec' ? 2 : undefined;
-    if (
-      guestArgvAt === undefined
-        ? scan.some(isHelp)
-        : helpBeforeCommand(scan, command.flags ?? {}, guestArgvAt)
-    ) {
-      out.stdout.write(helpText(name));
-      return EXIT.OK;
+    let ours = ownArgCount(rest, command.flags ?? {}, guestArgvAt);
+    for (let k = 0; k < ours; k++) {
+      const taken = takeMode(rest, k);
+      if (taken) {
+        mode = taken.mode;
+        rest = [...rest.slice(0, k), ...rest.slice(k + taken.consumed)];
+        ours -= taken.consumed;
+        k--;
+        continue;
+      }
+      const a = rest[k] as string;
+      if (isHelp(a)) {
+        out.stdout.write(helpText(name));
+        return EXIT.OK;
+      }
+      if (a === '--json') mode = 'ax';
     }
-    if (rest.includes('--json') && (dashdash === -1 || rest.indexOf('--json') < dashdash)) {
-      out.json = true;
-    }
+    out.json = mode === 'ax';
     return await command.main(rest, out);
   } catch (err) {
     return reportError(out, err);
   }
 }
 
-function isHelp(a: string): boolean {
-  return a === '--help' || a === '-h';
+type Mode = 'ax' | 'ux';
+
+function modeFromEnv(): Mode {
+  const env = process.env.MICROAGENT_MODE;
+  if (env === undefined || env === '') return 'ux';
+  if (env === 'ax' || env === 'ux') return env;
+  throw new UsageError(`MICROAGENT_MODE must be ax or ux (got "${env}")`);
 }
 
-/** For run: a help flag counts only among the flags before the guest command. */
-function helpBeforeCommand(args: string[], flags: FlagSpecs, positionalsBefore: number): boolean {
+/** `--mode ax|ux` or `--mode=ax|ux` at args[i]. */
+function takeMode(args: string[], i: number): { mode: Mode; consumed: number } | undefined {
+  const a = args[i] as string;
+  let value: string | undefined;
+  let consumed = 1;
+  if (a === '--mode') {
+    value = args[i + 1];
+    consumed = 2;
+  } else if (a.startsWith('--mode=')) {
+    value = a.slice('--mode='.length);
+  } else {
+    return undefined;
+  }
+  if (value !== 'ax' && value !== 'ux') {
+    throw new UsageError(`--mode must be ax or ux (got "${value ?? ''}")`);
+  }
+  return { mode: value, consumed };
+}
+
+/**
+ * How many leading arguments are microagent's own: up to `--`, and for run
+ * and exec up to where the guest command starts (after `positionalsBefore`
+ * positionals, skipping the values of flags that take one).
+ */
+function ownArgCount(args: string[], flags: FlagSpecs, positionalsBefore?: number): number {
   let seen = 0;
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
-    if (isHelp(a)) return true;
-    if (!a.startsWith('-')) {
-      if (++seen >= positionalsBefore) return false;
+    if (a === '--') return i;
+    if (!a.startsWith('-') || a === '-') {
+      if (positionalsBefore !== undefined && ++seen >= positionalsBefore) return i;
       continue;
     }
     const spec = a.startsWith('--') && !a.includes('=') ? flags[a.slice(2)] : undefined;
     if (spec && spec.type !== 'boolean') i++; // skip the flag's value
+    if (a === '--mode') i++;
   }
-  return false;
+  return args.length;
+}
+
+function isHelp(a: string): boolean {
+  return a === '--help' || a === '-h';
 }
 
 const code = await main(process.argv.slice(2));

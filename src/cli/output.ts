@@ -13,6 +13,7 @@ export const EXIT = {
 } as const;
 
 export interface Output {
+  /** AX mode: exactly one JSON envelope on stdout, nothing for humans. */
   json: boolean;
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WritableStream;
@@ -26,15 +27,20 @@ export function paint(stream: NodeJS.WritableStream, code: number, text: string)
   return colorEnabled(stream) ? `\x1b[${code}m${text}\x1b[0m` : text;
 }
 
+/**
+ * The one JSON document of a command. In AX mode (--json, --mode ax) it is
+ * the envelope {ok: true, result}; failures are {ok: false, error}.
+ */
 export function writeJson(out: Output, value: unknown): void {
-  out.stdout.write(JSON.stringify(value, null, 2) + '\n');
+  const doc = out.json ? { ok: true, result: value } : value;
+  out.stdout.write(JSON.stringify(doc, null, 2) + '\n');
 }
 
 /** Prints an error (JSON on stdout in --json mode) and returns the exit code. */
 export function reportError(out: Output, err: unknown): number {
   const error = toMicroagentError(err);
   if (out.json) {
-    writeJson(out, { ok: false, error: error.toJSON() });
+    out.stdout.write(JSON.stringify({ ok: false, error: error.toJSON() }, null, 2) + '\n');
   } else {
     out.stderr.write(`${paint(out.stderr, 31, 'error:')} ${error.message}\n`);
     if (error.remediation) out.stderr.write(`  ${error.remediation}\n`);

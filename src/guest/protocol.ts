@@ -198,6 +198,15 @@ export const ExecTtySchema = z
   .strict();
 export type ExecTty = z.infer<typeof ExecTtySchema>;
 
+/**
+ * The user to run as, an OCI config `User`: `name`, `uid`, `name:group`,
+ * `uid:gid`, `name:gid` or `uid:group`, resolved in the guest against its
+ * /etc/passwd and /etc/group (docs/protocol.md §3 "User").
+ */
+export const ExecUserSchema = z.string().regex(/^[^:\0]+(:[^:\0]+)?$/, {
+  message: 'user must be USER or USER:GROUP (both non-empty, without ":" or NUL)',
+});
+
 export const ExecRequestSchema = z
   .object({
     type: z.literal('exec'),
@@ -214,6 +223,7 @@ export const ExecRequestSchema = z
     stdoutLimit: z.number().int().nonnegative().optional(),
     stderrLimit: z.number().int().nonnegative().optional(),
     tty: ExecTtySchema.optional(),
+    user: ExecUserSchema.optional(),
   })
   .strict();
 export type ExecRequest = z.infer<typeof ExecRequestSchema>;
@@ -243,6 +253,7 @@ export const ExecErrorCodeSchema = z.enum([
   'bad_cwd',
   'setup_failed',
   'invalid_request',
+  'bad_user',
 ]);
 
 export const ExecExitSchema = z
@@ -363,6 +374,44 @@ export const BootCommandSchema = z
   })
   .strict();
 
+/** A dotted-quad IPv4 address (each part 0..255, no leading zeros). */
+export const IPV4_PATTERN = /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$/;
+const Ipv4Schema = z.string().regex(IPV4_PATTERN, 'must be a dotted-quad IPv4 address');
+
+/**
+ * The guest's network (docs/protocol.md §4). `user`: PID 1 configures the
+ * first non-loopback interface statically (no DHCP client needed in the
+ * image) and writes /etc/resolv.conf. `isolated`: there is no NIC; PID 1
+ * only brings up `lo`. Absent: only `lo` (configs from before networking).
+ */
+export const GuestNetworkSchema = z.discriminatedUnion('mode', [
+  z
+    .object({
+      mode: z.literal('user'),
+      /** Address and prefix length, e.g. 10.0.2.15/24. */
+      address: z
+        .string()
+        .refine((s) => {
+          const [ip, len, ...more] = s.split('/');
+          return (
+            more.length === 0 &&
+            ip !== undefined &&
+            IPV4_PATTERN.test(ip) &&
+            len !== undefined &&
+            /^(?:[1-9]|[12][0-9]|3[0-2])$/.test(len)
+          );
+        }, 'must be an IPv4 address with a prefix length 1..32, e.g. 10.0.2.15/24'),
+      gateway: Ipv4Schema,
+      /** Resolvers for /etc/resolv.conf (at most 3: the libc limit). */
+      dns: z.array(Ipv4Schema).max(3),
+      /** Interface MTU; absent = the driver's default (1500). */
+      mtu: z.number().int().min(576).max(65520).optional(),
+    })
+    .strict(),
+  z.object({ mode: z.literal('isolated') }).strict(),
+]);
+export type GuestNetwork = z.infer<typeof GuestNetworkSchema>;
+
 export const GuestConfigSchema = z
   .object({
     v: z.literal(PROTOCOL_VERSION),
@@ -370,6 +419,7 @@ export const GuestConfigSchema = z
     hostname: z.string().min(1).max(63),
     env: EnvSchema.optional(),
     command: BootCommandSchema.nullable().optional(),
+    network: GuestNetworkSchema.optional(),
   })
   .strict();
 export type GuestConfig = z.infer<typeof GuestConfigSchema>;

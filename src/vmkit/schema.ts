@@ -78,6 +78,17 @@ export const VmStatusSchema = z
       .object({ init: z.string(), bootMs: z.number().int().nonnegative() })
       .strict()
       .optional(),
+    /** The user-mode network stack the monitor runs for this VM, if any. */
+    network: z
+      .object({
+        backend: z.enum(['passt', 'slirp']),
+        /** passt's pid (slirp runs inside QEMU). */
+        pid: z.number().int().positive().optional(),
+        /** Set when the stack's process ended while the VM ran (the guest lost its network). */
+        exited: z.string().optional(),
+      })
+      .strict()
+      .optional(),
     exit: z
       .object({
         code: z.number().int().nullable(),
@@ -128,6 +139,50 @@ export const DiskSchema = z
   .strict();
 export type Disk = z.infer<typeof DiskSchema>;
 
+const ipv4 = z
+  .string()
+  .regex(
+    /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$/,
+    'must be a dotted-quad IPv4 address',
+  );
+const port = z.number().int().min(1).max(65535);
+
+/** One published port: host address:port → guest port (TCP). */
+export const PortForwardSchema = z
+  .object({ protocol: z.literal('tcp'), hostAddress: ipv4, hostPort: port, guestPort: port })
+  .strict();
+export type PortForward = z.infer<typeof PortForwardSchema>;
+
+/**
+ * The VM's network. Absent or `isolated`: no NIC at all. `user`: one
+ * virtio-net NIC behind an unprivileged user-mode stack (passt by default;
+ * slirp only where reaching the host's loopback is allowed, since slirp
+ * cannot stop it). The guest-side addresses must match the guest's config
+ * disk: the supervisor configures the stack with them.
+ */
+export const VmNetworkSchema = z.discriminatedUnion('mode', [
+  z.object({ mode: z.literal('isolated') }).strict(),
+  z
+    .object({
+      mode: z.literal('user'),
+      backend: z.enum(['passt', 'slirp']).default('passt'),
+      /** The guest's address; the stack assumes a /24 around it. */
+      guestAddress: ipv4,
+      gateway: ipv4,
+      /** Where the guest sends DNS; the stack forwards it to the host's resolvers. */
+      dns: ipv4,
+      /** Upstream resolvers (default: the host's /etc/resolv.conf). */
+      dnsUpstream: z.array(ipv4).max(3).optional(),
+      mtu: z.number().int().min(576).max(65520).optional(),
+      forwards: z.array(PortForwardSchema).max(256),
+      /** Map the gateway address to the host's loopback (off: the guest cannot reach it). */
+      allowHostLoopback: z.boolean(),
+    })
+    .strict(),
+]);
+export type VmNetwork = z.infer<typeof VmNetworkSchema>;
+export type VmNetworkInput = z.input<typeof VmNetworkSchema>;
+
 export const StartConfigSchema = z
   .object({
     runtimeDir: absPath,
@@ -158,6 +213,8 @@ export const StartConfigSchema = z
     owner: OwnerSchema.optional(),
     /** With owner: also delete workspaceDir (must be runtimeDir's parent) after the VM is gone. */
     removeOnOwnerExit: z.boolean().default(false),
+    /** Absent: no NIC (as `isolated`). */
+    network: VmNetworkSchema.optional(),
   })
   .strict();
 export type StartConfig = z.infer<typeof StartConfigSchema>;

@@ -3,10 +3,11 @@
  * image pulled from a registry and built into a cached ext4 baseline. The
  * image's config (Entrypoint, Cmd, Env, WorkingDir, User) comes along.
  */
+import { MicroagentError } from '../errors.js';
+import { ExecUserSchema } from '../guest/protocol.js';
 import { ensureDefaultImage } from '../image/default-image.js';
-import { pullImage, type PullEvent } from '../oci/index.js';
+import type { PullEvent } from '../oci/index.js';
 import type { StatePaths } from '../paths.js';
-import { ensureImageBaseline } from '../rootfs/baseline.js';
 
 export const DEFAULT_IMAGE = 'default';
 
@@ -60,6 +61,12 @@ export async function resolveImage(
       defaults: { env: {} },
     };
   }
+  // Loaded on demand: the registry client and the rootfs builder are not
+  // needed (nor their start-up cost paid) for the embedded default image.
+  const [{ pullImage }, { ensureImageBaseline }] = await Promise.all([
+    import('../oci/index.js'),
+    import('../rootfs/baseline.js'),
+  ]);
   const pulled = await pullImage(paths, ref, {
     policy: 'missing',
     ...(options.platform ? { platform: options.platform } : {}),
@@ -89,6 +96,26 @@ export async function resolveImage(
       ...(c.User ? { user: c.User } : {}),
     },
   };
+}
+
+/**
+ * The user a command runs as: the caller's, else the image's `User`, else
+ * none (root). INVALID_ARGUMENT when it is not an OCI `User` form (`name`,
+ * `uid`, `name:group`, `uid:gid`, …); the guest resolves the names.
+ */
+export function execUserFor(
+  defaults: { user?: string | undefined } | undefined,
+  user?: string,
+): string | undefined {
+  const chosen = user ?? defaults?.user;
+  if (chosen === undefined || chosen === '') return undefined;
+  if (!ExecUserSchema.safeParse(chosen).success) {
+    throw new MicroagentError('INVALID_ARGUMENT', `invalid user "${chosen}"`, {
+      remediation: 'Give USER or USER:GROUP (a name or a numeric id each), e.g. 1000:1000.',
+      data: { user: chosen, source: user !== undefined ? 'argument' : 'image' },
+    });
+  }
+  return chosen;
 }
 
 /** "K=V" entries (the image config's Env) as a map; malformed ones are dropped. */

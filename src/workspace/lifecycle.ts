@@ -26,7 +26,8 @@ import { assertTransition, TERMINAL_STATES } from './states.js';
 import { loadWorkspace, readVmStatus, vmAlive, type LoadedWorkspace } from './store.js';
 import { verifyWorkspace, type Verification } from './verify.js';
 import { killVm, pauseVm, prepareBoot, resumeVm, startVm, stopVm, waitVm, writeBootConfig } from './vm.js';
-import { resolveImage, type ResolveImageOptions } from './image.js';
+import { checkPublishedPorts, networkOf, resolveNetwork, type NetworkOptions } from './network.js';
+import { execUserFor, resolveImage, type ResolveImageOptions } from './image.js';
 
 export const DEFAULT_BOOT_TIMEOUT_MS = 60_000;
 /** stop gives the guest this long, then reports failed (no escalation). */
@@ -49,6 +50,8 @@ export interface CreateOptions {
   outputs?: Record<string, string>;
   accel?: 'auto' | 'kvm' | 'tcg';
   bootTimeoutMs?: number;
+  /** Network mode, published ports, host loopback access (default: user, none, no). */
+  network?: NetworkOptions;
   /** Platform, insecure registries, setuid policy, size, pull progress. */
   imageOptions?: ResolveImageOptions;
   onSetupOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
@@ -101,6 +104,9 @@ export async function createWorkspace(options: CreateOptions): Promise<Workspace
     }
   }
   const resources = resolveResources(options);
+  const network = resolveNetwork(options.network);
+  // Only a setup boot publishes ports at create; `start` checks again.
+  if (options.setup && options.setup.length > 0) await checkPublishedPorts(network);
   const paths = new StatePaths(options.stateDir);
   const ws = paths.workspace(name);
   ws.checkSocketPaths();
@@ -120,7 +126,7 @@ export async function createWorkspace(options: CreateOptions): Promise<Workspace
   try {
     const env = options.env ?? {};
     const image = await resolveImage(paths, imageRef, options.imageOptions ?? {});
-    const plan = await prepareBoot(paths, ws, { name, image, env, resources });
+    const plan = await prepareBoot(paths, ws, { name, image, env, resources, network });
     const now = new Date().toISOString();
     let record: WorkspaceRecord = {
       v: 1,
@@ -136,6 +142,7 @@ export async function createWorkspace(options: CreateOptions): Promise<Workspace
       env,
       ...(options.setup && options.setup.length > 0 ? { setup: options.setup } : {}),
       ...(options.outputs ? { outputs: options.outputs } : {}),
+      network,
     };
     await writeRecord(ws, record);
     await appendEvent(ws, { at: now, state: 'prepared', detail: 'created', identity: record.identity });
@@ -230,9 +237,12 @@ async function bootWorkspace(
   options: { accel?: 'auto' | 'kvm' | 'tcg'; bootTimeoutMs?: number },
 ): Promise<WorkspaceRecord> {
   // The kernel is verified against its manifest again right before boot.
+  const network = networkOf(record);
+  // A taken published port fails here, before the state changes or anything boots.
+  await checkPublishedPorts(network);
   const kernel = await prepareBootKernel(paths, { id: record.kernel.id });
   await rm(ws.runtime, { recursive: true, force: true });
-  await writeBootConfig(ws, record.name, { ...record.image.defaults?.env, ...record.env });
+  await writeBootConfig(ws, record.name, { ...record.image.defaults?.env, ...record.env }, network);
   let current = await transition(ws, record, 'starting');
   const bootTimeoutMs = options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS;
   try {
@@ -245,6 +255,7 @@ async function bootWorkspace(
         imageRecord: record.image,
         kernelRecord: record.kernel,
         resources: resolveResources(record.resources),
+        network,
       },
       {
         identity: record.identity,
@@ -273,6 +284,8 @@ export interface ExecOptions {
   argv: string[];
   env?: Record<string, string>;
   cwd?: string;
+  /** The user to run as (an OCI `User`); default: the image's `User`, else root. */
+  user?: string;
   timeoutMs?: number;
   stdin?: Readable;
   stdoutLimit?: number;
@@ -287,6 +300,7 @@ export async function execWorkspace(options: ExecOptions): Promise<ExecExit> {
   const paths = new StatePaths(options.stateDir);
   const { ws, record } = await loadWorkspace(paths, options.name);
   assertTransition('exec', record.state, record.name);
+  const user = execUserFor(record.image.defaults, options.user);
   return execInGuest(
     ws.agentSocket,
     {
@@ -295,6 +309,7 @@ export async function execWorkspace(options: ExecOptions): Promise<ExecExit> {
       ...((options.cwd ?? record.image.defaults?.workingDir)
         ? { cwd: options.cwd ?? record.image.defaults?.workingDir }
         : {}),
+      ...(user ? { user } : {}),
       ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
       ...(options.stdoutLimit !== undefined ? { stdoutLimit: options.stdoutLimit } : {}),
       ...(options.stderrLimit !== undefined ? { stderrLimit: options.stderrLimit } : {}),

@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { MicroagentError } from '../errors.js';
 import type { WorkspacePaths } from '../paths.js';
 import { writeJsonAtomic } from '../util/fs.js';
+import { NetworkSettingsSchema } from './network.js';
 
 export const WORKSPACE_STATES = [
   'prepared',
@@ -83,6 +84,8 @@ export const WorkspaceRecordSchema = z
     setup: z.array(z.string()).optional(),
     /** Declared output files: name → absolute guest path (`artifacts`). */
     outputs: z.record(z.string(), z.string()).optional(),
+    /** Network mode and published ports (absent in older records: user mode, no ports). */
+    network: NetworkSettingsSchema.optional(),
   })
   .strict();
 export type WorkspaceRecord = z.infer<typeof WorkspaceRecordSchema>;

@@ -15,7 +15,14 @@ import { generateRunName, validateWorkspaceName } from './names.js';
 import { resolveResources, type Resources } from './profiles.js';
 import { appendEvent, writeRecord, type Identity, type WorkspaceRecord } from './record.js';
 import { prepareBoot, startVm, stopVm, killVm, type BootPlan } from './vm.js';
-import { commandFor, DEFAULT_IMAGE, resolveImage, type ResolveImageOptions } from './image.js';
+import { checkPublishedPorts, resolveNetwork, type NetworkOptions } from './network.js';
+import {
+  commandFor,
+  DEFAULT_IMAGE,
+  execUserFor,
+  resolveImage,
+  type ResolveImageOptions,
+} from './image.js';
 
 export interface RunOptions {
   stateDir?: string;
@@ -26,6 +33,11 @@ export interface RunOptions {
   argv: string[];
   env?: Record<string, string>;
   cwd?: string;
+  /**
+   * Run the command as this user (an OCI `User`: name, uid, name:group,
+   * uid:gid, …); default: the image's `User`, else root.
+   */
+  user?: string;
   /** Kill the guest command's process group after this long; status timed_out. */
   timeoutMs?: number;
   /** Keep the workspace (halted) after the command instead of deleting it. */
@@ -37,6 +49,8 @@ export interface RunOptions {
   labels?: Record<string, string>;
   accel?: 'auto' | 'kvm' | 'tcg';
   bootTimeoutMs?: number;
+  /** Network mode, published ports, host loopback access (default: user, none, no). */
+  network?: NetworkOptions;
   stdoutLimit?: number;
   stderrLimit?: number;
   /** Fed to the guest command's stdin when given. */
@@ -90,6 +104,8 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     });
   }
   const resources = resolveResources(options);
+  const network = resolveNetwork(options.network);
+  await checkPublishedPorts(network); // PORT_IN_USE before anything is prepared or booted
   const paths = new StatePaths(options.stateDir);
   const name = options.name === undefined ? generateRunName() : validateWorkspaceName(options.name);
   const ws = paths.workspace(name);
@@ -129,11 +145,13 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       });
     }
     cwd = options.cwd ?? image.defaults.workingDir;
+    const user = execUserFor(image.defaults, options.user);
     plan = await prepareBoot(paths, ws, {
       name,
       image,
       env: options.env ?? {},
       resources,
+      network,
     });
     const now = new Date().toISOString();
     record = {
@@ -148,6 +166,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       kernel: plan.kernelRecord,
       resources,
       env: options.env ?? {},
+      network,
     };
     const created = record;
     await writeRecord(ws, created);
@@ -178,6 +197,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       {
         argv,
         ...(cwd ? { cwd } : {}),
+        ...(user ? { user } : {}),
         stdin: options.stdin !== undefined,
         ...(options.timeoutMs ? { timeoutMs: options.timeoutMs } : {}),
         ...(options.stdoutLimit !== undefined ? { stdoutLimit: options.stdoutLimit } : {}),

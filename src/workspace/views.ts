@@ -12,6 +12,7 @@ import type { WorkspaceEvent, WorkspaceRecord } from './record.js';
 import { isLive, TERMINAL_STATES } from './states.js';
 import { listWorkspaces, loadWorkspace } from './store.js';
 import { verifyWorkspace, type Verification } from './verify.js';
+import { networkOf, type NetworkSettings } from './network.js';
 
 export interface ReadinessSignal {
   ready: boolean;
@@ -38,6 +39,8 @@ export interface WorkspaceStatus {
   kernel: { id: string; version: string };
   resources: WorkspaceRecord['resources'];
   outputs?: Record<string, string>;
+  /** Network mode and published ports (docs/networking.md). */
+  network: NetworkSettings;
   vm?: {
     monitorPid: number;
     qemuPid?: number;
@@ -75,6 +78,7 @@ export async function workspaceStatus(options: {
     kernel: { id: record.kernel.id, version: record.kernel.version },
     resources: record.resources,
     ...(record.outputs ? { outputs: record.outputs } : {}),
+    network: networkOf(record),
     ...(vm
       ? {
           vm: {

@@ -18,6 +18,7 @@ import {
 } from '../vmkit/schema.js';
 import { errorFromJSON } from '../errors.js';
 import { hostnameFor } from './names.js';
+import { guestNetworkConfig, vmNetwork, type NetworkSettings } from './network.js';
 import type { Resources } from './profiles.js';
 import type { ResolvedImage } from './image.js';
 import type { Identity, WorkspaceRecord } from './record.js';
@@ -28,6 +29,8 @@ export interface BootPlan {
   imageRecord: WorkspaceRecord['image'];
   kernelRecord: WorkspaceRecord['kernel'];
   resources: Resources;
+  /** Absent: no NIC. */
+  network?: NetworkSettings;
 }
 
 /**
@@ -37,13 +40,19 @@ export interface BootPlan {
 export async function prepareBoot(
   paths: StatePaths,
   ws: WorkspacePaths,
-  options: { name: string; image: ResolvedImage; env: Record<string, string>; resources: Resources },
+  options: {
+    name: string;
+    image: ResolvedImage;
+    env: Record<string, string>;
+    resources: Resources;
+    network?: NetworkSettings;
+  },
 ): Promise<BootPlan> {
   const kernel = await prepareBootKernel(paths, { autoInstall: true });
   const image = options.image;
   await Promise.all([
     createOverlay(image.baseline, ws.disk),
-    writeBootConfig(ws, options.name, { ...image.defaults.env, ...options.env }),
+    writeBootConfig(ws, options.name, { ...image.defaults.env, ...options.env }, options.network),
   ]);
   return {
     kernelPath: kernel.kernelPath,
@@ -66,20 +75,23 @@ export async function prepareBoot(
       initramfsSha256: kernel.sha256.initramfs,
     },
     resources: options.resources,
+    ...(options.network ? { network: options.network } : {}),
   };
 }
 
-/** Writes the per-boot config disk (hostname, base environment). */
+/** Writes the per-boot config disk (hostname, base environment, network). */
 export async function writeBootConfig(
   ws: WorkspacePaths,
   name: string,
   env: Record<string, string>,
+  network?: NetworkSettings,
 ): Promise<void> {
   await writeConfigDisk(ws.configDisk, {
     v: 1,
     workspace: name,
     hostname: hostnameFor(name),
     ...(Object.keys(env).length > 0 ? { env } : {}),
+    ...(network ? { network: guestNetworkConfig(network) } : {}),
   });
 }
 
@@ -159,6 +171,7 @@ export async function startVm(
         bootTimeoutMs: options.bootTimeoutMs,
         ...(owner ? { owner: { pid: process.pid, startTime: owner.startTime } } : {}),
         removeOnOwnerExit: options.removeOnOwnerExit,
+        ...(plan.network ? { network: vmNetwork(plan.network) } : {}),
       },
     }, 30_000);
   return {

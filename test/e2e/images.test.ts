@@ -63,14 +63,14 @@ describe('OCI images end to end', { skip, timeout: 900_000 }, () => {
     try {
       const r = await cli(['--json', 'create', name, '--image', app]);
       assert.equal(r.code, 0, r.stdout.toString());
-      const status = JSON.parse((await cli(['--json', 'status', name])).stdout.toString());
+      const status = JSON.parse((await cli(['--json', 'status', name])).stdout.toString()).result;
       assert.match(status.image.digest, /^sha256:[0-9a-f]{64}$/);
       assert.equal(status.image.reference, app);
       assert.equal(status.verification.ok, true);
       assert.equal((await cli(['start', name])).code, 0);
       const e = await cli(['exec', name, '--', '/bin/busybox', 'sh', '-c', 'echo $GREETING; pwd']);
       assert.equal(e.stdout.toString(), 'hello\n/srv\n');
-      const run = JSON.parse((await cli(['run', '--json', app, 'true'])).stdout.toString());
+      const run = JSON.parse((await cli(['run', '--json', app, 'true'])).stdout.toString()).result;
       assert.equal(run.image.key, status.image.key, 'same baseline');
       assert.ok(run.timings.prepareMs < 5_000);
     } finally {

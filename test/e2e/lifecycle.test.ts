@@ -22,9 +22,11 @@ async function ok(args: string[]): Promise<string> {
   return r.stdout.toString();
 }
 
+/** The AX result of a command, or the failure envelope. */
 async function jsonOf(args: string[]): Promise<Record<string, unknown>> {
   const r = await cli(['--json', ...args]);
-  return JSON.parse(r.stdout.toString()) as Record<string, unknown>;
+  const doc = JSON.parse(r.stdout.toString()) as { ok: boolean; result?: Record<string, unknown> };
+  return doc.ok ? (doc.result as Record<string, unknown>) : (doc as Record<string, unknown>);
 }
 
 async function errorCode(args: string[]): Promise<string> {
@@ -112,6 +114,7 @@ describe('persistent workspaces', { timeout: 900_000 }, () => {
     const codes = [a.code, b.code].sort();
     assert.deepEqual(codes, [0, 1], `${a.stdout} ${b.stdout}`);
     const loser = JSON.parse((a.code === 0 ? b : a).stdout.toString());
+    assert.equal(loser.ok, false);
     assert.ok(['WORKSPACE_BUSY', 'WORKSPACE_RUNNING'].includes(loser.error.code), loser.error.code);
     await ok(['kill', name]);
   });

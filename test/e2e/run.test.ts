@@ -128,7 +128,9 @@ describe('microagent run', { timeout: 600_000 }, () => {
   it('prints one JSON document with --json', async () => {
     const r = await cli(['run', '--json', '--', 'sh', '-c', 'echo hi; echo oops >&2; exit 3']);
     assert.equal(r.code, 3);
-    const doc = JSON.parse(r.stdout.toString());
+    const envelope = JSON.parse(r.stdout.toString());
+    assert.equal(envelope.ok, true);
+    const doc = envelope.result;
     assert.equal(doc.status, 'exited');
     assert.equal(doc.exitCode, 3);
     assert.equal(doc.stdout, 'hi\n');

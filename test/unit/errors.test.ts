@@ -33,3 +33,16 @@ describe('errors', () => {
     assert.equal(back.origin, 'supervisor');
   });
 });
+
+describe('lifecycle docs', () => {
+  it('list every transition of the state table', async () => {
+    const { TRANSITIONS } = await import('../../src/workspace/states.js');
+    const doc = readFileSync(join(PACKAGE_ROOT, 'docs', 'lifecycle.md'), 'utf8');
+    for (const [op, rule] of Object.entries(TRANSITIONS)) {
+      assert.ok(
+        doc.includes(`| \`${op}\` | ${rule.from.join(', ')} |`),
+        `${op} is missing or stale in docs/lifecycle.md (run scripts/gen-lifecycle-doc.mjs)`,
+      );
+    }
+  });
+});

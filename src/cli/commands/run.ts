@@ -12,6 +12,7 @@ import {
 import { encodeOutput, paint, writeJson, type Output } from '../output.js';
 import { runCommand, type RunResult } from '../../workspace/run.js';
 import { IMAGE_FLAGS, imageOptionsFrom } from './image.js';
+import { NETWORK_FLAGS, networkOptionsFrom } from './network.js';
 import { parseMemory } from '../../workspace/profiles.js';
 
 export const RUN_USAGE = 'microagent run [flags] [--image REF] [--] CMD [ARGS...]  |  microagent run [flags] IMAGE [CMD [ARGS...]]';
@@ -29,6 +30,11 @@ export const RUN_FLAGS: FlagSpecs = {
     help: 'Environment variable for the command (repeatable)',
   },
   cwd: { type: 'string', arg: 'PATH', help: 'Working directory in the guest (default /)' },
+  user: {
+    type: 'string',
+    arg: 'USER',
+    help: "Run as USER[:GROUP] (name or id; default: the image's User, else root)",
+  },
   timeout: {
     type: 'string',
     arg: 'DURATION',
@@ -64,6 +70,7 @@ export const RUN_FLAGS: FlagSpecs = {
     help: 'Give up when the guest is not ready after this long (default 60s)',
   },
   ...IMAGE_FLAGS,
+  ...NETWORK_FLAGS,
   json: { type: 'boolean', help: 'Print one JSON document with the result, stdout and stderr' },
   'state-dir': { type: 'string', arg: 'DIR', help: 'State directory (default ~/.microagent)' },
 };
@@ -128,6 +135,7 @@ export async function runMain(argv: string[], out: Output): Promise<number> {
       ...(f.env ? { env: parseKeyValues(f.env as string[], 'env') } : {}),
       ...(f.label ? { labels: parseKeyValues(f.label as string[], 'label') } : {}),
       ...(f.cwd ? { cwd: f.cwd as string } : {}),
+      ...(f.user ? { user: f.user as string } : {}),
       ...(f.timeout ? { timeoutMs: parseDuration(f.timeout as string, 'timeout') } : {}),
       ...(f['boot-timeout']
         ? { bootTimeoutMs: parseDuration(f['boot-timeout'] as string, 'boot-timeout') }
@@ -139,6 +147,7 @@ export async function runMain(argv: string[], out: Output): Promise<number> {
       ...(f.memory ? { memoryMiB: parseMemory(f.memory as string) } : {}),
       ...(f['state-dir'] ? { stateDir: f['state-dir'] as string } : {}),
       accel,
+      ...networkOptionsFrom(f),
       imageOptions: imageOptionsFrom(f, progress ? out.stderr : undefined),
       ...(f.stdin === true ? { stdin: process.stdin } : {}),
       ...(json ? { stdoutLimit: JSON_OUTPUT_LIMIT, stderrLimit: JSON_OUTPUT_LIMIT } : {}),

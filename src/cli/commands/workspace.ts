@@ -26,6 +26,7 @@ import {
 } from '../../workspace/lifecycle.js';
 import { parseMemory } from '../../workspace/profiles.js';
 import { IMAGE_FLAGS, imageOptionsFrom } from './image.js';
+import { NETWORK_FLAGS, networkOptionsFrom, networkSummary } from './network.js';
 import type { WorkspaceRecord } from '../../workspace/record.js';
 import {
   followEvents,
@@ -86,6 +87,7 @@ const CREATE_FLAGS: FlagSpecs = {
   label: { type: 'strings', arg: 'KEY=VALUE', help: 'Caller label recorded with the workspace' },
   accel: { type: 'string', arg: 'auto|kvm|tcg', help: 'Accelerator for the setup boot' },
   ...IMAGE_FLAGS,
+  ...NETWORK_FLAGS,
 };
 
 async function createMain(argv: string[], out: Output): Promise<number> {
@@ -103,6 +105,7 @@ async function createMain(argv: string[], out: Output): Promise<number> {
     ...(flags.output ? { outputs: parseKeyValues(flags.output as string[], 'output') } : {}),
     ...(flags.setup ? { setup: flags.setup as string[] } : {}),
     ...(flags.accel ? { accel: accelFlag(flags.accel as string) } : {}),
+    ...networkOptionsFrom(flags),
     imageOptions: imageOptionsFrom(flags, (out.stderr as NodeJS.WriteStream).isTTY && !json(out, flags) ? out.stderr : undefined),
     ...(json(out, flags) ? {} : { onSetupOutput: (_s, c) => out.stderr.write(c) }),
   });
@@ -140,13 +143,19 @@ async function startMain(argv: string[], out: Output): Promise<number> {
   return final.state === 'failed' ? 1 : 0;
 }
 
-const EXEC_USAGE = 'microagent exec NAME [--stream] [--stdin] [-e K=V] [--cwd PATH] [--timeout DURATION] -- ARGV...';
+const EXEC_USAGE =
+  'microagent exec NAME [--stream] [--stdin] [-e K=V] [--cwd PATH] [--user USER] [--timeout DURATION] -- ARGV...';
 const EXEC_FLAGS: FlagSpecs = {
   ...STATE_DIR,
   stream: { type: 'boolean', help: 'Stream stdout/stderr as they come (default: print when done)' },
   stdin: { type: 'boolean', short: 'i', help: "Pass this process's stdin to the command" },
   env: { type: 'strings', short: 'e', arg: 'KEY=VALUE', help: 'Environment variable (repeatable)' },
   cwd: { type: 'string', arg: 'PATH', help: 'Working directory in the guest' },
+  user: {
+    type: 'string',
+    arg: 'USER',
+    help: "Run as USER[:GROUP] (name or id; default: the image's User, else root)",
+  },
   timeout: { type: 'string', arg: 'DURATION', help: 'Kill the command after this long; exit 124' },
 };
 
@@ -177,6 +186,7 @@ async function execMain(argv: string[], out: Output): Promise<number> {
       argv: command,
       ...(flags.env ? { env: parseKeyValues(flags.env as string[], 'env') } : {}),
       ...(flags.cwd ? { cwd: flags.cwd as string } : {}),
+      ...(flags.user ? { user: flags.user as string } : {}),
       ...(flags.timeout ? { timeoutMs: parseDuration(flags.timeout as string, 'timeout') } : {}),
       ...(flags.stdin === true ? { stdin: process.stdin } : {}),
       onStdout: stream ? (c) => void out.stdout.write(c) : (c) => void stdout.push(c),
@@ -222,6 +232,7 @@ async function statusMain(argv: string[], out: Output): Promise<number> {
       ['image', `${status.image.ref} (${status.image.key.slice(0, 12)})`],
       ['kernel', status.kernel.version],
       ['resources', `${status.resources.profile}: ${status.resources.cpus} CPU, ${status.resources.memoryMiB} MiB`],
+      ['network', networkSummary(status.network)],
       ...(status.vm ? [['vm', `pid ${status.vm.qemuPid ?? '?'} (${status.vm.accel})`]] : []),
       ['ready', `guest ${yes(r.guestReady)}, exec ${yes(r.execReady)}, shell ${yes(r.shellReady)}, result ${yes(r.resultReady)}`],
       ['verified', status.verification.ok ? 'yes' : `NO: ${status.verification.divergence.map((d) => d.artifact).join(', ')}`],
@@ -319,12 +330,13 @@ async function eventsMain(argv: string[], out: Output): Promise<number> {
   const name = oneName(positionals, usage);
   const line = (e: { at: string; state: string; detail?: string }): string => `${e.at}  ${e.state.padEnd(8)}  ${e.detail ?? ''}`.trimEnd() + '\n';
   if (flags.follow === true) {
+    if (json(out, flags)) throw new UsageError('--follow cannot be combined with --json');
     const abort = new AbortController();
     process.once('SIGINT', () => abort.abort());
     await followEvents({
       name,
       ...stateDir(flags),
-      onEvent: (e) => out.stdout.write(json(out, flags) ? JSON.stringify(e) + '\n' : line(e)),
+      onEvent: (e) => out.stdout.write(line(e)),
       signal: abort.signal,
     });
     return 0;

@@ -20,7 +20,7 @@ import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { MicroagentError, toMicroagentError } from '../../errors.js';
 import { readTail } from '../../guest/console.js';
-import { procStat, signalGroup, spawnDetached } from '../../proc/spawn.js';
+import { procStat, signalGroup, spawnDetached, stopProcessGroup } from '../../proc/spawn.js';
 import { writeJsonAtomic } from '../../util/fs.js';
 import { Mux, type MuxStream } from './mux.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
@@ -53,6 +53,10 @@ export class Monitor {
   private readonly files: RuntimeFiles;
   private state: MonitorState;
   private qemu: ChildProcess | undefined;
+  /** The user-mode network stack (passt), when the VM has one. */
+  private passt: ChildProcess | undefined;
+  /** Overrides the detail of the exit reason (e.g. why passt ended). */
+  private killDetail: string | undefined;
   private qmp: QmpClient | undefined;
   private mux: Mux | undefined;
   /** Why we are ending the VM (set before we kill it). */
@@ -82,6 +86,7 @@ export class Monitor {
       accelReason: config.accelReason,
       startedAt: Date.now(),
     };
+    if (config.networkBackend) this.state.network = { backend: config.networkBackend };
     this.done = new Promise((resolve) => (this.finished = resolve));
   }
 
@@ -106,6 +111,7 @@ export class Monitor {
   emergencyKill(reason: ExitReason): void {
     this.killReason ??= reason;
     if (this.qemu?.pid !== undefined && !this.exited) signalGroup(this.qemu.pid, 'SIGKILL');
+    if (this.passt?.pid !== undefined) signalGroup(this.passt.pid, 'SIGKILL');
   }
 
   async start(): Promise<void> {
@@ -123,15 +129,21 @@ export class Monitor {
     await this.listen(this.files.muxSocket, (s) => this.onMuxConnection(s), false);
     await this.listen(this.files.agentSocket, (s) => this.onAgent(s), true);
 
+    // passt first: QEMU inherits the other end of its socket pair.
+    const netSocket = this.config.passtArgv ? this.startPasst(this.config.passtArgv) : undefined;
     // QEMU's stdout/stderr (its own error messages) go to qemu.log.
     const logFd = openSync(this.files.qemuLog, 'a', 0o600);
     let child: ChildProcess;
     try {
       child = spawnDetached([this.config.vmmExec, ...this.config.qemuArgv], {
-        stdio: ['ignore', logFd, logFd],
+        // fd 3 (NET_FD) is QEMU's end of passt's socket pair.
+        stdio: ['ignore', logFd, logFd, ...(netSocket ? [netSocket] : [])],
       });
     } finally {
       closeSync(logFd);
+      // Only QEMU and passt hold the pair now: when either goes, the other
+      // sees EOF (passt then exits by itself).
+      netSocket?.destroy();
     }
     this.qemu = child;
     child.once('error', (err) => {
@@ -198,6 +210,62 @@ export class Monitor {
       `QEMU is up (${this.state.qemuStartedAt - this.state.startedAt} ms after monitor start)`,
     );
     await this.persist();
+  }
+
+  /**
+   * Starts passt through vmm-exec with one end of a fresh socket pair at
+   * fd 3 (Node's stdio 'pipe' is a socketpair) and returns the other end
+   * for QEMU. passt drops to `nobody` when run as root, which clears
+   * PDEATHSIG; what ends it is EOF on its socket (QEMU gone) and, on every
+   * normal path, the monitor's own stop in onQemuExit.
+   */
+  private startPasst(argv: readonly string[]): Socket {
+    const logFd = openSync(this.files.passtLog, 'a', 0o600);
+    let passt: ChildProcess;
+    try {
+      passt = spawnDetached([this.config.vmmExec, ...argv], {
+        stdio: ['ignore', logFd, logFd, 'pipe'],
+      });
+    } finally {
+      closeSync(logFd);
+    }
+    this.passt = passt;
+    passt.once('error', (err) => this.onPasstExit(null, null, err.message));
+    passt.once('exit', (code, signal) => this.onPasstExit(code, signal));
+    if (passt.pid !== undefined) {
+      this.state.network = { backend: 'passt', pid: passt.pid };
+      this.log(`passt started, pid ${passt.pid}: ${argv.join(' ')}`);
+    }
+    const sock = passt.stdio[3] as Socket;
+    sock.on('error', () => {});
+    return sock;
+  }
+
+  /** passt ending while the VM runs means the guest lost its network: end the VM, say why. */
+  private onPasstExit(code: number | null, signal: NodeJS.Signals | null, error?: string): void {
+    if (this.exited) return;
+    let logTail = '';
+    try {
+      logTail = readFileSync(this.files.passtLog, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim() !== '' && !l.includes('to syslog'))
+        .slice(-5)
+        .join(' | ');
+    } catch {
+      // no log
+    }
+    const detail = `the network helper passt ${error ? `could not start: ${error}` : `exited with ${signal ?? `code ${code}`}`}${logTail ? `: ${logTail}` : ''}`;
+    this.log(detail);
+    if (this.state.network) this.state.network.exited = detail;
+    this.killDetail ??= detail;
+    this.kill('vmm_error');
+  }
+
+  private async stopPasst(): Promise<void> {
+    const passt = this.passt;
+    if (!passt || passt.pid === undefined) return;
+    // It normally exits by itself on QEMU's EOF; bounded, then SIGKILL.
+    await stopProcessGroup(passt, 1000).catch(() => undefined);
   }
 
   private armDeadline(at: number): void {
@@ -559,7 +627,8 @@ export class Monitor {
     }
     const reason = await this.exitReason(code, signal);
     const exit: ExitInfo = { code, signal, reason, at: Date.now() };
-    exit.detail = detail ?? (await this.exitDetail(reason, code, signal));
+    exit.detail = detail ?? this.killDetail ?? (await this.exitDetail(reason, code, signal));
+    await this.stopPasst();
     this.state.exit = exit;
     this.state.state = 'exited';
     this.log(

@@ -4,6 +4,7 @@
  * choice: notes/qemu-on-this-host.md.
  */
 import { MUX_PORT_NAME } from '../../guest/protocol.js';
+import type { PortForward } from '../../vmkit/schema.js';
 import type { Accel } from './accel.js';
 
 export interface QemuDisk {
@@ -13,6 +14,21 @@ export interface QemuDisk {
   /** virtio-blk serial the guest finds the disk by (ma-root, ma-config, …). */
   serial: string;
 }
+
+/**
+ * The NIC's backend. `fd`: a connected stream socket QEMU inherits at this
+ * descriptor number, whose other end is passt's (--fd). `slirp`: QEMU's
+ * built-in user-mode stack. Absent: no NIC at all.
+ */
+export type QemuNetwork =
+  | { kind: 'fd'; fd: number }
+  | {
+      kind: 'slirp';
+      guestAddress: string;
+      gateway: string;
+      dns: string;
+      forwards: readonly PortForward[];
+    };
 
 export interface QemuSpec {
   qemuBinary: string;
@@ -30,6 +46,7 @@ export interface QemuSpec {
   muxSocket: string;
   qmpSocket: string;
   pidFile: string;
+  network?: QemuNetwork;
 }
 
 /** Base kernel arguments (docs/protocol.md §5). */
@@ -120,9 +137,38 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
     '-device',
     `virtserialport,chardev=mux,name=${MUX_PORT_NAME}`,
   );
+  if (spec.network !== undefined) argv.push(...networkArgs(spec.network));
   // QMP for pause/resume and the SHUTDOWN event (why the guest stopped);
   // wait=off: QEMU does not block at start waiting for the monitor.
   argv.push('-qmp', `unix:${o(spec.qmpSocket)},server=on,wait=off`);
   argv.push('-pidfile', spec.pidFile);
   return argv;
+}
+
+/** -netdev/-device for the NIC (docs/architecture.md "Networking"). */
+export function networkArgs(net: QemuNetwork): string[] {
+  let netdev: string;
+  if (net.kind === 'fd') {
+    // QEMU's side of the socket pair shared with passt: no path on disk
+    // that another local user could connect to, and passt sees EOF (and
+    // exits) as soon as QEMU is gone. server=off: the socket is connected.
+    netdev = `stream,id=net0,server=off,addr.type=fd,addr.str=${net.fd}`;
+  } else {
+    const prefix = net.guestAddress.split('.').slice(0, 3).join('.');
+    const opts = [
+      'user',
+      'id=net0',
+      `net=${prefix}.0/24`, // the guest's /24 (guest config uses the same)
+      `host=${net.gateway}`, // slirp ALWAYS maps this address to the host's loopback
+      `dns=${net.dns}`, // slirp's built-in forwarder to the host's resolvers
+      `dhcpstart=${net.guestAddress}`,
+      'ipv6=off', // the guest gets no IPv6 configuration
+      ...net.forwards.map(
+        (f) => `hostfwd=tcp:${f.hostAddress}:${f.hostPort}-${net.guestAddress}:${f.guestPort}`,
+      ),
+    ];
+    netdev = opts.join(',');
+  }
+  // virtio-mmio NIC; the guest's virtio_net module is in the initramfs.
+  return ['-netdev', netdev, '-device', 'virtio-net-device,netdev=net0'];
 }

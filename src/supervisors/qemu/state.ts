@@ -34,6 +34,7 @@ export function runtimeFiles(runtimeDir: string) {
     serialLog: f('serial.log'),
     qemuLog: f('qemu.log'),
     qemuPid: f('qemu.pid'),
+    passtLog: f('passt.log'),
     monitorLog: f('monitor.log'),
     monitorState: f('monitor.json'),
     monitorConfig: f('monitor-config.json'),
@@ -51,6 +52,13 @@ export const MonitorConfigSchema = z
     vmmExec: z.string().startsWith('/'),
     /** Full QEMU argv; argv[0] is an absolute path (vmm-exec does not search PATH). */
     qemuArgv: z.array(z.string()).min(1),
+    /**
+     * passt's argv (argv[0] absolute), started through vmmExec before QEMU;
+     * the two share a socket pair at descriptor NET_FD (passt.ts).
+     */
+    passtArgv: z.array(z.string()).min(1).optional(),
+    /** The user-mode network stack, reported in monitor.json. */
+    networkBackend: z.enum(['passt', 'slirp']).optional(),
     /** Whether qemuArgv has a QMP socket at runtimeFiles().qmpSocket. */
     qmp: z.boolean(),
     accel: AccelSchema,

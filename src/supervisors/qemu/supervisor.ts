@@ -21,6 +21,7 @@ import { writeJsonAtomic } from '../../util/fs.js';
 import {
   SupervisorExit,
   SupervisorRequestSchema,
+  type StartConfig,
   type StartResult,
   type StatusResult,
   type SupervisorRequest,
@@ -28,7 +29,9 @@ import {
 } from '../../vmkit/schema.js';
 import { chooseAccel } from './accel.js';
 import { ctlRequest, isUnreachable } from './ctl-client.js';
-import { buildQemuArgs } from './qemu-args.js';
+import { assertTcpPortsFree } from '../../util/ports.js';
+import { buildPasstArgs, NET_FD } from './passt.js';
+import { buildQemuArgs, type QemuNetwork } from './qemu-args.js';
 import {
   MonitorStateSchema,
   runtimeFiles,
@@ -227,6 +230,7 @@ async function start(req: Extract<SupervisorRequest, { command: 'start' }>): Pro
   const qemuBinary = await resolveProgram(
     c.qemuBinary ?? process.env.MICROAGENT_QEMU ?? 'qemu-system-x86_64',
   );
+  const net = await planNetwork(c.network);
   try {
     await access(BUILD.vmmExec, constants.X_OK);
   } catch {
@@ -281,6 +285,7 @@ async function start(req: Extract<SupervisorRequest, { command: 'start' }>): Pro
     muxSocket: files.muxSocket,
     qmpSocket: files.qmpSocket,
     pidFile: files.qemuPid,
+    ...(net.qemu ? { network: net.qemu } : {}),
   });
   const monitorConfig: MonitorConfig = {
     v: 1,
@@ -289,6 +294,8 @@ async function start(req: Extract<SupervisorRequest, { command: 'start' }>): Pro
     workspaceDir: c.workspaceDir,
     vmmExec: BUILD.vmmExec,
     qemuArgv: argv,
+    ...(net.passtArgv ? { passtArgv: net.passtArgv } : {}),
+    ...(net.backend ? { networkBackend: net.backend } : {}),
     qmp: true,
     accel: accel.accel,
     accelReason: accel.reason,
@@ -380,8 +387,44 @@ async function mustExist(path: string, what: string): Promise<void> {
   }
 }
 
+/**
+ * The NIC for c.network: passt behind a socket pair (default), or QEMU's
+ * slirp, which cannot keep the guest off the host's loopback and is
+ * therefore only accepted with allowHostLoopback. Published host ports are
+ * probed first so that a taken port fails the start, not the boot.
+ */
+async function planNetwork(network: StartConfig['network']): Promise<{
+  qemu?: QemuNetwork;
+  passtArgv?: string[];
+  backend?: 'passt' | 'slirp';
+}> {
+  if (network === undefined || network.mode === 'isolated') return {};
+  await assertTcpPortsFree(network.forwards);
+  if (network.backend === 'slirp') {
+    if (!network.allowHostLoopback) {
+      throw new MicroagentError(
+        'INVALID_ARGUMENT',
+        'the slirp network backend always lets the guest reach the host loopback (its gateway address maps to 127.0.0.1); it needs allowHostLoopback',
+        { remediation: 'Use the passt backend (the default), or allow host loopback access.' },
+      );
+    }
+    return {
+      backend: 'slirp',
+      qemu: {
+        kind: 'slirp',
+        guestAddress: network.guestAddress,
+        gateway: network.gateway,
+        dns: network.dns,
+        forwards: network.forwards,
+      },
+    };
+  }
+  const passt = await resolveProgram(process.env.MICROAGENT_PASST ?? 'passt', 'passt');
+  return { backend: 'passt', passtArgv: buildPasstArgs(passt, network), qemu: { kind: 'fd', fd: NET_FD } };
+}
+
 /** An absolute path for a program name (vmm-exec uses execv: no PATH search). */
-async function resolveProgram(name: string): Promise<string> {
+async function resolveProgram(name: string, pkg = 'qemu-system-x86'): Promise<string> {
   const candidates = name.includes('/')
     ? [name]
     : (process.env.PATH ?? '')
@@ -397,6 +440,6 @@ async function resolveProgram(name: string): Promise<string> {
     }
   }
   throw new MicroagentError('HOST_TOOL_MISSING', `${name} is not installed or not on PATH`, {
-    remediation: 'Install it with `apt-get install qemu-system-x86` or run `npm run setup`.',
+    remediation: `Install it with \`apt-get install ${pkg}\` or run \`npm run setup\`.`,
   });
 }
