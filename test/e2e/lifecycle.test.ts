@@ -3,8 +3,9 @@
  * reconciliation, races, concurrency, events and readiness.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { cli, E2E_STATE_DIR, killProcessesMentioning, waitNoProcesses } from '../helpers.js';
@@ -135,6 +136,42 @@ describe('persistent workspaces', { timeout: 900_000 }, () => {
     const ps = (await jsonOf(['ps'])) as { workspaces: { name: string }[] };
     for (const n of names) assert.ok(ps.workspaces.some((w) => w.name === n));
     await Promise.all(names.map((n) => ok(['halt', n])));
+  });
+
+  it('copies a 50 MiB binary file both ways, running (agent) and halted (disk image), byte-exact', async () => {
+    const name = wsName('cp');
+    const dir = await mkdtemp(join(tmpdir(), 'ma-cp-'));
+    try {
+      const data = randomBytes(50 * 1024 * 1024);
+      const src = join(dir, 'src.bin');
+      await writeFile(src, data);
+      await ok(['create', name]);
+      // Stopped: through the disk image.
+      const inOffline = (await jsonOf(['cp', src, `${name}:/root/offline.bin`])) as { via: string; bytes: number };
+      assert.equal(inOffline.via, 'disk');
+      assert.equal(inOffline.bytes, data.length);
+      await ok(['start', name]);
+      assert.equal(
+        (await ok(['exec', name, '--', 'sha256sum', '/root/offline.bin'])).split(' ')[0],
+        createHash('sha256').update(data).digest('hex'),
+      );
+      // Running: through the guest agent.
+      const inLive = (await jsonOf(['cp', src, `${name}:/root/live.bin`])) as { via: string };
+      assert.equal(inLive.via, 'agent');
+      const outLive = (await jsonOf(['cp', `${name}:/root/live.bin`, join(dir, 'live.out')])) as { via: string };
+      assert.equal(outLive.via, 'agent');
+      assert.ok((await readFile(join(dir, 'live.out'))).equals(data));
+      await ok(['halt', name]);
+      const outOffline = (await jsonOf(['cp', `${name}:/root/live.bin`, join(dir, 'offline.out')])) as { via: string };
+      assert.equal(outOffline.via, 'disk');
+      assert.ok((await readFile(join(dir, 'offline.out'))).equals(data));
+      assert.equal(await errorCode(['cp', `${name}:/no/such/file`, join(dir, 'x')]), 'GUEST_FILE_NOT_FOUND');
+      await ok(['start', name]);
+      assert.equal(await ok(['exec', name, '--', 'ls', '/root']), 'live.bin\noffline.bin\n');
+      await ok(['kill', name]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('gives distinct errors for bad names, unknown workspaces, wrong states and corrupt state', async () => {

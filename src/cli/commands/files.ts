@@ -36,12 +36,13 @@ async function connectMain(argv: string[], out: Output): Promise<number> {
   const { PassThrough } = await import('node:stream');
   const input = new PassThrough();
   let detached = false;
+  let hangUp = (): void => {};
   const onData = (chunk: Buffer): void => {
     const at = interactive ? chunk.indexOf(DETACH_KEY) : -1;
     if (at !== -1) {
       if (at > 0) input.write(chunk.subarray(0, at));
       detached = true;
-      input.end();
+      hangUp();
       return;
     }
     input.write(chunk);
@@ -55,6 +56,11 @@ async function connectMain(argv: string[], out: Output): Promise<number> {
     stdin: input,
     onOutput: (c) => void out.stdout.write(c),
   });
+  // Detaching ends the session: the shell gets SIGHUP, then SIGKILL.
+  hangUp = (): void => {
+    handle.kill(1);
+    setTimeout(() => handle.kill(9), 1000).unref();
+  };
   if (interactive) {
     stdin.setRawMode(true);
     out.stderr.write('[connected; Ctrl-] to detach]\r\n');

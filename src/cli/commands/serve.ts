@@ -3,6 +3,8 @@
  * started by an MCP client (Claude Code, Codex, VS Code, Copilot CLI; see
  * docs/mcp.md). stdout carries MCP messages only; diagnostics go to stderr.
  */
+import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../../paths.js';
 import { parseArgs, UsageError, type FlagSpecs } from '../args.js';
 import { EXIT, type Output } from '../output.js';
 import type { CommandSpec } from './workspace.js';
@@ -20,7 +22,7 @@ const SERVE_FLAGS: FlagSpecs = {
 const TTY_GUIDANCE = `microagent serve mcp speaks the Model Context Protocol on stdin/stdout;
 an MCP client starts it, not a terminal. For example:
 
-  claude mcp add microagent -- ${process.argv[1] ?? 'microagent'} serve mcp
+  claude mcp add microagent -- ${join(PACKAGE_ROOT, 'bin', 'microagent')} serve mcp
 
 See docs/mcp.md for Codex, VS Code and Copilot CLI.
 `;
