@@ -55,6 +55,28 @@ describe('microagent run', { timeout: 600_000 }, () => {
     await noLeftovers();
   });
 
+  it('runs a microagent.yaml, with command-line flags overriding it; an invalid one names the line', async () => {
+    const dir = await tempDir('spec');
+    try {
+      const spec = join(dir, 'microagent.yaml');
+      await writeFile(
+        spec,
+        ['profile: tiny', 'env:', '  A: from-file', '  B: kept', 'command: ["sh", "-c", "echo $A $B"]', ''].join('\n'),
+      );
+      const r = await cli(['run', '--file', spec, '-e', 'A=from-flag']);
+      assert.equal(r.code, 0, r.stderr.toString());
+      assert.equal(r.stdout.toString(), 'from-flag kept\n');
+      const doc = JSON.parse((await cli(['run', '--json', '--file', spec, '--', 'true'])).stdout.toString());
+      assert.equal(doc.result.resources.profile, 'tiny');
+      await writeFile(spec, 'profile: tiny\nbogus: 1\n');
+      const bad = await cli(['run', '--file', spec]);
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr.toString(), /microagent\.yaml:2:1: bogus: unknown field/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('prints the guest kernel name on stdout', async () => {
     const r = await cli(['run', '--', 'uname', '-s']);
     assert.equal(r.code, 0);

@@ -12,6 +12,8 @@ import {
 import { encodeOutput, paint, writeJson, type Output } from '../output.js';
 import { runCommand, type RunResult } from '../../workspace/run.js';
 import { IMAGE_FLAGS, imageOptionsFrom } from './image.js';
+import { FILE_FLAG, specFromFlags } from './spec-file.js';
+import { specToRunOptions } from '../../spec/index.js';
 import { NETWORK_FLAGS, networkOptionsFrom } from './network.js';
 import { parseMemory } from '../../workspace/profiles.js';
 
@@ -70,6 +72,7 @@ export const RUN_FLAGS: FlagSpecs = {
     help: 'Give up when the guest is not ready after this long (default 60s)',
   },
   ...IMAGE_FLAGS,
+  ...FILE_FLAG,
   ...NETWORK_FLAGS,
   json: { type: 'boolean', help: 'Print one JSON document with the result, stdout and stderr' },
   'state-dir': { type: 'string', arg: 'DIR', help: 'State directory (default ~/.microagent)' },
@@ -111,11 +114,11 @@ export async function runMain(argv: string[], out: Output): Promise<number> {
   } else {
     command = parsed.positionals;
   }
-  if (command.length === 0 && image === undefined) {
+  if (command.length === 0 && image === undefined && f.file === undefined) {
     throw new UsageError('missing the command to run', `Usage: ${RUN_USAGE}`);
   }
   const json = out.json || f.json === true;
-  const accel = (f.accel as string | undefined) ?? process.env.MICROAGENT_ACCEL ?? 'auto';
+  const accel = ((f.accel as string | undefined) ?? process.env.MICROAGENT_ACCEL ?? 'auto') as 'auto' | 'kvm' | 'tcg';
   if (accel !== 'auto' && accel !== 'kvm' && accel !== 'tcg') {
     throw new UsageError(`--accel must be auto, kvm or tcg (got "${accel}")`);
   }
@@ -129,7 +132,31 @@ export async function runMain(argv: string[], out: Output): Promise<number> {
   const progress = !json && (out.stderr as NodeJS.WriteStream).isTTY === true;
   let result: RunResult;
   try {
-    result = await runCommand({
+    const spec = await specFromFlags(f);
+    const common = {
+      ...(f.cwd ? { cwd: f.cwd as string } : {}),
+      ...(f.user ? { user: f.user as string } : {}),
+      ...(f.timeout ? { timeoutMs: parseDuration(f.timeout as string, 'timeout') } : {}),
+      ...(f['boot-timeout']
+        ? { bootTimeoutMs: parseDuration(f['boot-timeout'] as string, 'boot-timeout') }
+        : {}),
+      keep: f.keep === true,
+      ...(f['state-dir'] ? { stateDir: f['state-dir'] as string } : {}),
+      accel,
+      imageOptions: imageOptionsFrom(f, progress ? out.stderr : undefined),
+      ...(f.stdin === true ? { stdin: process.stdin } : {}),
+      ...(json ? { stdoutLimit: JSON_OUTPUT_LIMIT, stderrLimit: JSON_OUTPUT_LIMIT } : {}),
+      onStdout: json ? (c: Buffer) => void stdoutChunks.push(c) : (c: Buffer) => void out.stdout.write(c),
+      onStderr: json ? (c: Buffer) => void stderrChunks.push(c) : (c: Buffer) => void out.stderr.write(c),
+      signal: abort.signal,
+    };
+    if (spec) {
+      const fromSpec = specToRunOptions(spec, { argv: image !== undefined ? [image, ...command] : command, ...common });
+      if (fromSpec.argv.length === 0 && fromSpec.image === undefined) {
+        throw new UsageError('the spec has no command and none was given', `Usage: ${RUN_USAGE}`);
+      }
+      result = await runCommand(fromSpec);
+    } else result = await runCommand({
       argv: command,
       ...(image !== undefined ? { image } : {}),
       ...(f.env ? { env: parseKeyValues(f.env as string[], 'env') } : {}),

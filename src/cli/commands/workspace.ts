@@ -26,6 +26,8 @@ import {
 } from '../../workspace/lifecycle.js';
 import { parseMemory } from '../../workspace/profiles.js';
 import { IMAGE_FLAGS, imageOptionsFrom } from './image.js';
+import { FILE_FLAG, specFromFlags } from './spec-file.js';
+import { specToCreateOptions } from '../../spec/index.js';
 import { NETWORK_FLAGS, networkOptionsFrom, networkSummary } from './network.js';
 import type { WorkspaceRecord } from '../../workspace/record.js';
 import {
@@ -86,12 +88,27 @@ const CREATE_FLAGS: FlagSpecs = {
   output: { type: 'strings', arg: 'NAME=PATH', help: 'Declare an output file (see artifacts)' },
   label: { type: 'strings', arg: 'KEY=VALUE', help: 'Caller label recorded with the workspace' },
   accel: { type: 'string', arg: 'auto|kvm|tcg', help: 'Accelerator for the setup boot' },
+  ...FILE_FLAG,
   ...IMAGE_FLAGS,
   ...NETWORK_FLAGS,
 };
 
 async function createMain(argv: string[], out: Output): Promise<number> {
   const { flags, positionals } = parseArgs(argv, CREATE_FLAGS, {}, CREATE_USAGE);
+  const spec = await specFromFlags(flags);
+  if (spec) {
+    if (positionals.length > 1) throw new UsageError(`unexpected argument "${positionals[1]}"`, `Usage: ${CREATE_USAGE}`);
+    const record = await createWorkspace(
+      specToCreateOptions(spec, {
+        ...(positionals[0] !== undefined ? { name: positionals[0] } : {}),
+        ...stateDir(flags),
+        ...(flags.accel ? { accel: accelFlag(flags.accel as string) } : {}),
+        imageOptions: imageOptionsFrom(flags, (out.stderr as NodeJS.WriteStream).isTTY && !json(out, flags) ? out.stderr : undefined),
+        ...(json(out, flags) ? {} : { onSetupOutput: (_s: string, c: Buffer) => out.stderr.write(c) }),
+      }),
+    );
+    return recordResult(out, flags, record, 'created');
+  }
   const name = oneName(positionals, CREATE_USAGE);
   const record = await createWorkspace({
     name,

@@ -1,0 +1,33 @@
+/**
+ * `--file microagent.yaml` for create and run: the spec with the command
+ * line's flags merged over it (flags win; env, labels and outputs merge key
+ * by key). docs/spec.md.
+ */
+import type { FlagSpecs } from '../args.js';
+import { loadSpec, mergeSpecWithFlags, type Spec } from '../../spec/index.js';
+
+export const FILE_FLAG: FlagSpecs = {
+  file: { type: 'string', short: 'f', arg: 'PATH', help: 'Read settings from a microagent.yaml (flags override it)' },
+};
+
+/** The spec named by --file merged with the flags, or undefined without --file. */
+export async function specFromFlags(flags: Record<string, unknown>): Promise<Spec | undefined> {
+  const path = flags.file as string | undefined;
+  if (path === undefined) return undefined;
+  const spec = await loadSpec(path);
+  const s = (k: string): string | undefined => flags[k] as string | undefined;
+  const l = (k: string): string[] | undefined => flags[k] as string[] | undefined;
+  return mergeSpecWithFlags(spec, {
+    ...(s('image') !== undefined ? { image: s('image') } : {}),
+    ...(s('name') !== undefined ? { name: s('name') } : {}),
+    ...(s('profile') !== undefined ? { profile: s('profile') } : {}),
+    ...(s('cpus') !== undefined ? { cpus: s('cpus') } : {}),
+    ...(s('memory') !== undefined ? { memory: s('memory') } : {}),
+    ...(l('env') !== undefined ? { env: l('env') } : {}),
+    ...(l('setup') !== undefined ? { setup: l('setup') } : {}),
+    ...(l('publish') !== undefined ? { publish: l('publish') } : {}),
+    ...(s('network') !== undefined ? { network: s('network') } : {}),
+    ...(l('label') !== undefined ? { label: l('label') } : {}),
+    ...(l('output') !== undefined ? { output: l('output') } : {}),
+  });
+}
