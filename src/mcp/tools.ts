@@ -10,7 +10,7 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 import type { ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
 import { MicroagentError } from '../errors.js';
-import { readGuestFile, writeGuestFile } from '../guest/fs-client.js';
+import { copyIn, copyOut, getArtifact } from '../workspace/files.js';
 import { listImages, pullImage, type PullEvent } from '../oci/index.js';
 import { listKernels, readDefaultKernelId, verifyKernel } from '../kernel/index.js';
 import { doctor } from '../doctor/doctor.js';
@@ -34,7 +34,6 @@ import type { NetworkOptions } from '../workspace/network.js';
 import { PROFILES } from '../workspace/profiles.js';
 import type { WorkspaceRecord } from '../workspace/record.js';
 import { runCommand } from '../workspace/run.js';
-import { assertTransition } from '../workspace/states.js';
 import { loadWorkspace } from '../workspace/store.js';
 import {
   listWorkspaceSummaries,
@@ -213,12 +212,6 @@ function pullProgress(ctx: ToolContext): (e: PullEvent) => void {
     }
     ctx.progress(`pulling ${e.digest.slice(7, 19)}`, done, total);
   };
-}
-
-async function runningAgentSocket(stateDir: string, workspace: string): Promise<string> {
-  const { ws, record } = await loadWorkspace(new StatePaths(stateDir), workspace);
-  assertTransition('cp-live', record.state, record.name);
-  return ws.agentSocket;
 }
 
 // ---- the tools ---------------------------------------------------------------------
@@ -504,9 +497,9 @@ export const TOOLS: ToolDef[] = [
 
   tool({
     name: 'cp',
-    title: 'Copy a file into or out of a running workspace',
+    title: 'Copy a file into or out of a workspace',
     description:
-      'Copies one regular file between the host and a running workspace: direction "in" writes host_path to guest_path (the guest parent directory must exist; the file is replaced atomically), "out" writes guest_path to host_path.',
+      'Copies one regular file between the host and a workspace (running: through the guest agent; halted/stopped/prepared: through its disk image): direction "in" writes host_path to guest_path (the guest parent directory must exist; the file is replaced atomically), "out" writes guest_path to host_path.',
     shape: {
       name,
       direction: z.enum(['in', 'out']).describe('"in": host → guest; "out": guest → host'),
@@ -530,23 +523,18 @@ export const TOOLS: ToolDef[] = [
     },
     mutating: true,
     handler: async (a, ctx) => {
-      const sock = await runningAgentSocket(ctx.stateDir, a.name);
+      // A running workspace goes through the guest agent, a stopped one
+      // through its disk image (src/workspace/files.ts).
       const host = resolve(a.host_path);
-      const common = {
-        workspace: a.name,
-        direction: a.direction,
-        hostPath: host,
-        guestPath: a.guest_path,
-      };
-      if (a.direction === 'in') {
-        const r = await writeGuestFile(sock, a.guest_path, host, {
-          ...(a.mode !== undefined ? { mode: a.mode } : {}),
-          signal: ctx.signal,
-        });
-        return { ...common, bytes: r.bytes };
-      }
-      const r = await readGuestFile(sock, a.guest_path, host, { signal: ctx.signal });
-      return { ...common, bytes: r.bytes, mode: r.mode };
+      const location = { name: a.name, path: a.guest_path };
+      return a.direction === 'in'
+        ? copyIn({
+            stateDir: ctx.stateDir,
+            hostPath: host,
+            to: location,
+            ...(a.mode !== undefined ? { mode: a.mode } : {}),
+          })
+        : copyOut({ stateDir: ctx.stateDir, from: location, hostPath: host });
     },
   }),
 
@@ -593,16 +581,12 @@ export const TOOLS: ToolDef[] = [
           data: { field: 'host_path' },
         });
       }
-      const sock = await runningAgentSocket(ctx.stateDir, a.name);
-      const host = resolve(a.host_path);
-      const r = await readGuestFile(sock, path, host, { signal: ctx.signal });
-      return {
-        workspace: record.name,
+      return getArtifact({
+        stateDir: ctx.stateDir,
+        name: record.name,
         artifact: a.artifact,
-        guestPath: path,
-        hostPath: host,
-        bytes: r.bytes,
-      };
+        hostPath: resolve(a.host_path),
+      });
     },
   }),
 
