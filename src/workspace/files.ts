@@ -6,7 +6,8 @@
 import { MicroagentError } from '../errors.js';
 import { readGuestFile, writeGuestFile } from '../guest/fs-client.js';
 import { StatePaths } from '../paths.js';
-import { isLive, TRANSITIONS } from './states.js';
+import { acquireLock, type WorkspaceLock } from './lock.js';
+import { assertTransition, isLive, TRANSITIONS } from './states.js';
 import { loadWorkspace, type LoadedWorkspace } from './store.js';
 
 /** `NAME:/path` on one side of a copy. */
@@ -19,6 +20,20 @@ export interface GuestLocation {
 export function parseGuestLocation(arg: string): GuestLocation | undefined {
   const m = /^([A-Za-z0-9][A-Za-z0-9._-]{0,62}):(\/.*)$/.exec(arg);
   return m ? { name: m[1] as string, path: m[2] as string } : undefined;
+}
+
+/** Takes the workspace lock for an offline copy and re-checks the state under it. */
+async function lockOffline(stateDir: string | undefined, name: string, operation: string): Promise<WorkspaceLock> {
+  const paths = new StatePaths(stateDir);
+  const lock = await acquireLock(paths.workspace(name).lock, name, operation);
+  try {
+    const { record } = await loadWorkspace(paths, name, { holdsLock: true });
+    assertTransition('cp-offline', record.state, record.name);
+    return lock;
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
 }
 
 export interface CopyResult {
@@ -61,6 +76,9 @@ export async function copyIn(options: {
     });
     return { ...common, bytes: r.bytes, via: 'agent' };
   }
+  // Offline: the disk image is rewritten, so hold the workspace lock (no
+  // start or other copy meanwhile) and check the state again under it.
+  await using _lock = await lockOffline(options.stateDir, record.name, 'cp');
   const { writeFileToDisk } = await import('../rootfs/offline-files.js');
   const r = await writeFileToDisk(ws.disk, options.to.path, options.hostPath, {
     ...(options.mode !== undefined ? { mode: options.mode } : {}),
@@ -80,6 +98,7 @@ export async function copyOut(options: {
     const r = await readGuestFile(ws.agentSocket, options.from.path, options.hostPath);
     return { ...common, bytes: r.bytes, via: 'agent' };
   }
+  await using _lock = await lockOffline(options.stateDir, record.name, 'cp');
   const { readFileFromDisk } = await import('../rootfs/offline-files.js');
   const r = await readFileFromDisk(ws.disk, options.from.path, options.hostPath);
   return { ...common, bytes: r.size, via: 'disk' };
