@@ -18,6 +18,7 @@ import { buildQemuArgs } from '../src/supervisors/qemu/qemu-args.js';
 import { ensurePrivateDir } from '../src/util/fs.js';
 import { PROFILES, DEFAULT_PROFILE } from '../src/workspace/profiles.js';
 import { benchImages, benchWorkspace } from './workloads.js';
+import { benchNetwork } from './network.js';
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 5);
 const STATE_DIR =
@@ -126,6 +127,7 @@ const BENCHES: Record<string, () => Promise<void>> = {
   boot: benchRunTrue,
   image: () => benchImages(Math.max(1, Math.min(ITERATIONS, 3))),
   exec: () => benchWorkspace(STATE_DIR),
+  network: () => benchNetwork(STATE_DIR, Math.max(1, Math.min(ITERATIONS, 3))),
 };
 const wanted = process.argv.slice(2).filter((a) => a in BENCHES);
 for (const name of wanted.length > 0 ? wanted : Object.keys(BENCHES)) {

@@ -375,7 +375,8 @@ export const BootCommandSchema = z
   .strict();
 
 /** A dotted-quad IPv4 address (each part 0..255, no leading zeros). */
-export const IPV4_PATTERN = /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$/;
+export const IPV4_PATTERN =
+  /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$/;
 const Ipv4Schema = z.string().regex(IPV4_PATTERN, 'must be a dotted-quad IPv4 address');
 
 /**
@@ -389,18 +390,16 @@ export const GuestNetworkSchema = z.discriminatedUnion('mode', [
     .object({
       mode: z.literal('user'),
       /** Address and prefix length, e.g. 10.0.2.15/24. */
-      address: z
-        .string()
-        .refine((s) => {
-          const [ip, len, ...more] = s.split('/');
-          return (
-            more.length === 0 &&
-            ip !== undefined &&
-            IPV4_PATTERN.test(ip) &&
-            len !== undefined &&
-            /^(?:[1-9]|[12][0-9]|3[0-2])$/.test(len)
-          );
-        }, 'must be an IPv4 address with a prefix length 1..32, e.g. 10.0.2.15/24'),
+      address: z.string().refine((s) => {
+        const [ip, len, ...more] = s.split('/');
+        return (
+          more.length === 0 &&
+          ip !== undefined &&
+          IPV4_PATTERN.test(ip) &&
+          len !== undefined &&
+          /^(?:[1-9]|[12][0-9]|3[0-2])$/.test(len)
+        );
+      }, 'must be an IPv4 address with a prefix length 1..32, e.g. 10.0.2.15/24'),
       gateway: Ipv4Schema,
       /** Resolvers for /etc/resolv.conf (at most 3: the libc limit). */
       dns: z.array(Ipv4Schema).max(3),

@@ -12,7 +12,9 @@ export interface HostPort {
 }
 
 /** Resolves when address:port can be bound right now; the reason otherwise. */
-export function probeTcpPort(p: HostPort): Promise<{ free: true } | { free: false; reason: string }> {
+export function probeTcpPort(
+  p: HostPort,
+): Promise<{ free: true } | { free: false; reason: string }> {
   return new Promise((resolve) => {
     const server = createServer();
     server.once('error', (err: NodeJS.ErrnoException) => {
@@ -35,7 +37,10 @@ export async function assertTcpPortsFree(ports: readonly HostPort[]): Promise<vo
       throw new MicroagentError(
         'INVALID_ARGUMENT',
         `cannot publish on ${where}: this host has no address ${p.hostAddress}`,
-        { remediation: 'Publish on 127.0.0.1 (the default) or on one of this host\'s addresses.', data: { ...p } },
+        {
+          remediation: "Publish on 127.0.0.1 (the default) or on one of this host's addresses.",
+          data: { ...p },
+        },
       );
     }
     throw new MicroagentError(

@@ -171,8 +171,6 @@ export const VmNetworkSchema = z.discriminatedUnion('mode', [
       gateway: ipv4,
       /** Where the guest sends DNS; the stack forwards it to the host's resolvers. */
       dns: ipv4,
-      /** Upstream resolvers (default: the host's /etc/resolv.conf). */
-      dnsUpstream: z.array(ipv4).max(3).optional(),
       mtu: z.number().int().min(576).max(65520).optional(),
       forwards: z.array(PortForwardSchema).max(256),
       /** Map the gateway address to the host's loopback (off: the guest cannot reach it). */

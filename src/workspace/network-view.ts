@@ -56,7 +56,8 @@ export async function workspaceNetwork(options: {
       ...(vm.network?.exited ? { helperExited: vm.network.exited } : {}),
       published: (declared.mode === 'user' ? declared.publish : []).map((p) => ({
         ...p,
-        listening: listening.has(`${p.hostAddress}:${p.hostPort}`) || listening.has(`0.0.0.0:${p.hostPort}`),
+        listening:
+          listening.has(`${p.hostAddress}:${p.hostPort}`) || listening.has(`0.0.0.0:${p.hostPort}`),
       })),
     };
   }

@@ -31,8 +31,12 @@ export const GUEST_NET = {
   gateway: '10.0.2.2',
   /** DNS sent here is forwarded by the stack to the host's resolvers. */
   dns: '10.0.2.3',
-  /** passt's maximum: far fewer packets per byte than 1500 under TCG. */
-  mtu: 65520,
+  /**
+   * Measured under TCG with Debian 12's passt, 32 MiB downloads by the
+   * guest: 1500 → ~1 MiB/s, 9000 → ~13, 16384 → 9-20, 65520 (passt's
+   * default) → 3-4 MiB/s. docs/architecture.md "Networking".
+   */
+  mtu: 16384,
 } as const;
 
 const Ipv4 = z.string().regex(IPV4_PATTERN);
@@ -78,7 +82,8 @@ export const DEFAULT_NETWORK: NetworkSettings = {
 
 function usage(message: string, value: string): MicroagentError {
   return new MicroagentError('INVALID_ARGUMENT', message, {
-    remediation: 'Use -p [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp], e.g. -p 8080:80 or -p 127.0.0.1:8080:80.',
+    remediation:
+      'Use -p [HOST_IP:]HOST_PORT:GUEST_PORT[/tcp], e.g. -p 8080:80 or -p 127.0.0.1:8080:80.',
     data: { value },
   });
 }
@@ -171,12 +176,17 @@ export function resolveNetwork(options: NetworkOptions = {}): NetworkSettings {
       const a = publish[i] as PublishedPort;
       const b = publish[j] as PublishedPort;
       const overlap =
-        a.hostAddress === b.hostAddress || a.hostAddress === '0.0.0.0' || b.hostAddress === '0.0.0.0';
+        a.hostAddress === b.hostAddress ||
+        a.hostAddress === '0.0.0.0' ||
+        b.hostAddress === '0.0.0.0';
       if (a.hostPort === b.hostPort && overlap) {
         throw new MicroagentError(
           'INVALID_ARGUMENT',
           `host port ${a.hostPort} is published twice (${formatPublished(b)} and ${formatPublished(a)})`,
-          { remediation: 'Give each published port its own host port.', data: { value: a.hostPort } },
+          {
+            remediation: 'Give each published port its own host port.',
+            data: { value: a.hostPort },
+          },
         );
       }
     }
@@ -207,40 +217,28 @@ export function guestNetworkConfig(settings: NetworkSettings): GuestNetwork {
     mode: 'user',
     address: `${GUEST_NET.address}/${GUEST_NET.prefix}`,
     gateway: GUEST_NET.gateway,
+    // The stack's forwarder: queries go on to the host's first resolver in
+    // /etc/resolv.conf (a loopback one such as systemd-resolved's works too).
     dns: [GUEST_NET.dns],
-    mtu: GUEST_NET.mtu,
+    // slirp's side of the link is fixed at 1500.
+    ...(process.env.MICROAGENT_NET_BACKEND === 'slirp' ? {} : { mtu: GUEST_NET.mtu }),
   };
 }
 
 /**
  * StartConfig.network for these settings. MICROAGENT_NET_BACKEND=slirp
  * selects QEMU's slirp (accepted only with allowHostLoopback; used to
- * compare the two); MICROAGENT_DNS_UPSTREAM (comma-separated IPv4) replaces
- * the host's resolv.conf resolvers for the guest's DNS.
+ * compare the two).
  */
 export function vmNetwork(settings: NetworkSettings): VmNetworkInput {
   if (settings.mode === 'isolated') return { mode: 'isolated' };
   const backend = process.env.MICROAGENT_NET_BACKEND === 'slirp' ? 'slirp' : 'passt';
-  const upstream = (process.env.MICROAGENT_DNS_UPSTREAM ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  for (const u of upstream) {
-    if (!IPV4_PATTERN.test(u)) {
-      throw new MicroagentError(
-        'INVALID_ARGUMENT',
-        `MICROAGENT_DNS_UPSTREAM: "${u}" is not an IPv4 address`,
-      );
-    }
-  }
   return {
     mode: 'user',
     backend,
     guestAddress: GUEST_NET.address,
     gateway: GUEST_NET.gateway,
     dns: GUEST_NET.dns,
-    ...(upstream.length > 0 ? { dnsUpstream: upstream.slice(0, 3) } : {}),
-    // slirp's MTU is fixed at 1500 on its side.
     ...(backend === 'passt' ? { mtu: GUEST_NET.mtu } : {}),
     forwards: settings.publish,
     allowHostLoopback: settings.allowHostLoopback,

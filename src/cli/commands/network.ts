@@ -57,7 +57,9 @@ async function networkMain(argv: string[], out: Output): Promise<number> {
   const { flags, positionals } = parseArgs(argv, NETWORK_CMD_FLAGS, {}, NETWORK_USAGE);
   if (positionals.length !== 1) {
     throw new UsageError(
-      positionals.length === 0 ? 'missing the workspace NAME' : `unexpected argument "${positionals[1]}"`,
+      positionals.length === 0
+        ? 'missing the workspace NAME'
+        : `unexpected argument "${positionals[1]}"`,
       `Usage: ${NETWORK_USAGE}`,
     );
   }
@@ -77,8 +79,14 @@ async function networkMain(argv: string[], out: Output): Promise<number> {
   ];
   if (d.mode === 'user' && view.guest.mode === 'user') {
     rows.push(
-      ['host loopback', d.allowHostLoopback ? 'reachable from the guest (--allow-host-loopback)' : 'blocked'],
-      ['guest', `${view.guest.address} via ${view.guest.gateway}, dns ${view.guest.dns.join(' ')}, mtu ${view.guest.mtu}`],
+      [
+        'host loopback',
+        d.allowHostLoopback ? 'reachable from the guest (--allow-host-loopback)' : 'blocked',
+      ],
+      [
+        'guest',
+        `${view.guest.address} via ${view.guest.gateway}, dns ${view.guest.dns.join(' ')}, mtu ${view.guest.mtu}`,
+      ],
       ['published', d.publish.map(formatPublished).join(', ') || '-'],
     );
   } else {

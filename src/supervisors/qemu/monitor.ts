@@ -46,6 +46,8 @@ const MAX_CTL_LINE = 64 * 1024;
 /** A client must send its CONNECT/ctl line within this time. */
 const REQUEST_LINE_TIMEOUT_MS = 10_000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How long after passt's exit QEMU's own exit may still arrive (see onPasstExit). */
+const PASST_EXIT_GRACE_MS = 300;
 
 type ExitInfo = NonNullable<MonitorState['exit']>;
 
@@ -241,14 +243,26 @@ export class Monitor {
     return sock;
   }
 
-  /** passt ending while the VM runs means the guest lost its network: end the VM, say why. */
+  /**
+   * passt ending while the VM runs means the guest lost its network: end
+   * the VM, say why. passt also ends (EOF) whenever QEMU does, and its exit
+   * may be seen first: give QEMU's own exit a moment to arrive.
+   */
   private onPasstExit(code: number | null, signal: NodeJS.Signals | null, error?: string): void {
     if (this.exited) return;
+    const t = setTimeout(() => this.passtLost(code, signal, error), PASST_EXIT_GRACE_MS);
+    this.timers.push(t);
+  }
+
+  private passtLost(code: number | null, signal: NodeJS.Signals | null, error?: string): void {
+    if (this.exited || this.shutdownEvent !== undefined) return;
     let logTail = '';
     try {
       logTail = readFileSync(this.files.passtLog, 'utf8')
         .split('\n')
-        .filter((l) => l.trim() !== '' && !l.includes('to syslog'))
+        .filter(
+          (l) => l.trim() !== '' && !l.includes('to syslog') && !l.includes('Changing to nobody'),
+        )
         .slice(-5)
         .join(' | ');
     } catch {

@@ -27,9 +27,8 @@ export function buildPasstArgs(passtBinary: string, net: UserNetwork): string[] 
     '-g',
     net.gateway,
     '--dns-forward',
-    net.dns, // DNS sent to this guest-side address goes to the host's (or the given) resolver
+    net.dns, // DNS sent to this guest-side address goes to the host's first resolver (resolv.conf)
   ];
-  for (const d of net.dnsUpstream ?? []) argv.push('-D', d); // upstream instead of /etc/resolv.conf
   if (net.mtu !== undefined) argv.push('-m', String(net.mtu));
   // By default passt makes the gateway address an alias for the host's
   // loopback; the guest must not reach host-local services unless allowed.

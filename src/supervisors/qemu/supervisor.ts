@@ -420,7 +420,11 @@ async function planNetwork(network: StartConfig['network']): Promise<{
     };
   }
   const passt = await resolveProgram(process.env.MICROAGENT_PASST ?? 'passt', 'passt');
-  return { backend: 'passt', passtArgv: buildPasstArgs(passt, network), qemu: { kind: 'fd', fd: NET_FD } };
+  return {
+    backend: 'passt',
+    passtArgv: buildPasstArgs(passt, network),
+    qemu: { kind: 'fd', fd: NET_FD },
+  };
 }
 
 /** An absolute path for a program name (vmm-exec uses execv: no PATH search). */

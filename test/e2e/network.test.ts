@@ -1,0 +1,385 @@
+/**
+ * Networking end to end (docs/networking.md): real CLI, real QEMU, real
+ * passt, loopback and a throwaway network namespace only (this host has no
+ * internet). Every VM, server, namespace and veth made here is removed at
+ * the end; every wait is bounded.
+ *
+ * The namespace parts (outbound to a "remote" server in a network
+ * namespace; DNS through passt's forwarder to a resolver we run, named by a
+ * resolv.conf bind-mounted in a private mount namespace) need root; without
+ * it they skip and say why.
+ */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer, get, type Server } from 'node:http';
+import { connect, createServer, type AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import {
+  CLI_MAIN,
+  cli,
+  collect,
+  E2E_STATE_DIR,
+  killProcessesMentioning,
+  tempDir,
+  waitNoProcesses,
+} from '../helpers.js';
+
+const TAG = `net-e2e-${process.pid}`;
+const NS = `ma-nt-${process.pid}`;
+const VETH = `mant${process.pid % 100000}`; // + h / n: within IFNAMSIZ
+const SUBNET = `10.99.${20 + (process.pid % 200)}`;
+const NS_ADDR = `${SUBNET}.2`;
+/** The test resolver: a loopback address no system resolver uses. */
+const DNS_ADDR = `127.53.${process.pid % 250}.1`;
+
+function sh(argv: string[]): { ok: boolean; stderr: string } {
+  const r = spawnSync(argv[0] as string, argv.slice(1), { encoding: 'utf8' });
+  return { ok: r.status === 0, stderr: r.stderr ?? '' };
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+function httpGet(host: string, port: number, path = '/'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = get({ host, port, path, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve(body));
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
+/** Retries a GET (bounded) while the guest server comes up. */
+async function httpGetRetry(host: string, port: number, path: string): Promise<string> {
+  let last: unknown;
+  for (let i = 0; i < 20; i++) {
+    try {
+      return await httpGet(host, port, path);
+    } catch (err) {
+      last = err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+  throw last;
+}
+
+/** The document of a `--json` answer (`{ok, result}` wraps it). */
+function jsonOf<T>(r: { stdout: Buffer }): T {
+  const doc = JSON.parse(r.stdout.toString()) as { ok?: boolean; result?: unknown };
+  return (doc.ok === true && 'result' in doc ? doc.result : doc) as T;
+}
+
+function tcpConnects(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host, port });
+    const done = (ok: boolean): void => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.setTimeout(3000, () => done(false));
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+  });
+}
+
+function tokenServer(token: string): Promise<Server> {
+  const server = createHttpServer((_req, res) => {
+    res.writeHead(200, { connection: 'close' });
+    res.end(token + '\n');
+  });
+  return new Promise((r) => server.listen(0, '127.0.0.1', () => r(server)));
+}
+
+/** A DNS server (UDP) answering every A query with 10.1.2.3 and printing each query name. */
+const DNS_SERVER = `
+import dgram from 'node:dgram';
+const s = dgram.createSocket('udp4');
+s.on('message', (m, r) => {
+  let o = 12; const labels = [];
+  while (m[o] !== 0) { labels.push(m.subarray(o + 1, o + 1 + m[o]).toString()); o += m[o] + 1; }
+  const qtype = m.readUInt16BE(o + 1); const qend = o + 5;
+  console.log('query ' + labels.join('.') + ' type ' + qtype);
+  const a = qtype === 1;
+  const h = Buffer.alloc(12); m.copy(h, 0, 0, 2);
+  h.writeUInt16BE(0x8180, 2); h.writeUInt16BE(1, 4); h.writeUInt16BE(a ? 1 : 0, 6);
+  const ans = a ? Buffer.from([0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 10, 1, 2, 3]) : Buffer.alloc(0);
+  s.send(Buffer.concat([h, m.subarray(12, qend), ans]), r.port, r.address);
+});
+s.bind(53, process.argv[2]);
+`;
+
+describe('networking', { timeout: 900_000 }, () => {
+  const children: ChildProcess[] = [];
+  let nsReady = false;
+  let nsSkip = '';
+  let nsHttpPort = 0;
+  const dnsQueries: string[] = [];
+  let loopback: Server;
+  let loopbackPort = 0;
+  const loToken = `host-loopback-${process.pid}`;
+  const nsToken = `netns-server-${process.pid}`;
+  let resolvConf = '';
+
+  before(async () => {
+    const r = await cli(['run', '--', 'true'], { timeoutMs: 300_000 });
+    assert.equal(r.code, 0, r.stderr.toString());
+    loopback = await tokenServer(loToken);
+    loopbackPort = (loopback.address() as AddressInfo).port;
+
+    // A "remote" network: a namespace behind a veth pair, reached through
+    // the host's routing table like any outbound destination.
+    const steps = [
+      ['ip', 'netns', 'add', NS],
+      ['ip', 'link', 'add', `${VETH}h`, 'type', 'veth', 'peer', 'name', `${VETH}n`],
+      ['ip', 'link', 'set', `${VETH}n`, 'netns', NS],
+      ['ip', 'addr', 'add', `${SUBNET}.1/24`, 'dev', `${VETH}h`],
+      ['ip', 'link', 'set', `${VETH}h`, 'up'],
+      ['ip', 'netns', 'exec', NS, 'ip', 'addr', 'add', `${NS_ADDR}/24`, 'dev', `${VETH}n`],
+      ['ip', 'netns', 'exec', NS, 'ip', 'link', 'set', `${VETH}n`, 'up'],
+      ['ip', 'netns', 'exec', NS, 'ip', 'link', 'set', 'lo', 'up'],
+    ];
+    for (const step of steps) {
+      const s = sh(step);
+      if (!s.ok) {
+        nsSkip = `cannot set up a test network namespace (${step.join(' ')}: ${s.stderr.trim()}); needs root`;
+        return;
+      }
+    }
+    const dir = await tempDir('net-e2e');
+    await writeFile(join(dir, 'dns.mjs'), DNS_SERVER);
+    nsHttpPort = 18000 + (process.pid % 1000);
+    const http = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        NS,
+        process.execPath,
+        '-e',
+        `require('http').createServer((q,s)=>{s.writeHead(200,{connection:'close'});s.end(${JSON.stringify(nsToken)}+'\\n')}).listen(${nsHttpPort}, ${JSON.stringify(NS_ADDR)})`,
+      ],
+      { stdio: 'ignore' },
+    );
+    const dns = spawn(process.execPath, [join(dir, 'dns.mjs'), DNS_ADDR], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    resolvConf = join(dir, 'resolv.conf');
+    await writeFile(resolvConf, `nameserver ${DNS_ADDR}\n`);
+    dns.stdout?.on('data', (c: Buffer) => dnsQueries.push(c.toString()));
+    children.push(http, dns);
+    await new Promise((r) => setTimeout(r, 500));
+    nsReady = true;
+  });
+
+  after(async () => {
+    loopback?.close();
+    for (const c of children) c.kill('SIGKILL');
+    killProcessesMentioning(join(E2E_STATE_DIR, 'workspaces', TAG));
+    sh(['ip', 'link', 'del', `${VETH}h`]);
+    sh(['ip', 'netns', 'del', NS]);
+    await cli(['delete', `${TAG}-pub`]);
+  });
+
+  it('publishes a guest server on 127.0.0.1 only, blocks the host loopback, reaches outbound and DNS', async (t) => {
+    const name = `${TAG}-pub`;
+    const published = await freePort();
+    let r = await cli(['create', name, '-p', `${published}:8080`]);
+    assert.equal(r.code, 0, r.stderr.toString());
+    // passt reads the host's /etc/resolv.conf when it starts: with root,
+    // start in a private mount namespace whose resolv.conf names a resolver
+    // we run on a loopback address (as systemd-resolved's stub would be).
+    r = nsReady
+      ? await collect(
+          spawn(
+            'unshare',
+            [
+              '-m',
+              'sh',
+              '-c',
+              `mount --bind "$1" /etc/resolv.conf && exec "$2" "$3" start "$4"`,
+              'sh',
+              resolvConf,
+              process.execPath,
+              CLI_MAIN,
+              name,
+            ],
+            {
+              env: { ...process.env, MICROAGENT_STATE_DIR: E2E_STATE_DIR },
+              stdio: ['pipe', 'pipe', 'pipe'],
+            },
+          ),
+        )
+      : await cli(['start', name]);
+    assert.equal(r.code, 0, r.stderr.toString());
+    try {
+      // Host → guest through the published port.
+      const guestToken = `guest-httpd-${process.pid}`;
+      r = await cli([
+        'exec',
+        name,
+        '--',
+        'sh',
+        '-c',
+        `mkdir -p /www && echo ${guestToken} > /www/index.html && httpd -p 8080 -h /www`,
+      ]);
+      assert.equal(r.code, 0, r.stderr.toString());
+      assert.equal((await httpGetRetry('127.0.0.1', published, '/index.html')).trim(), guestToken);
+
+      // Bound on 127.0.0.1 only: not on the host's other addresses.
+      const other = Object.values(networkInterfaces())
+        .flat()
+        .find((a) => a && a.family === 'IPv4' && !a.internal);
+      if (other)
+        assert.equal(
+          await tcpConnects(other.address, published),
+          false,
+          `port open on ${other.address}`,
+        );
+
+      // status and network list the published port; the listener is up.
+      r = await cli(['status', name, '--json']);
+      const status = jsonOf<{ network: { publish: { hostPort: number }[] } }>(r);
+      assert.equal(status.network.publish[0]?.hostPort, published);
+      r = await cli(['network', name, '--json']);
+      assert.equal(r.code, 0, r.stderr.toString());
+      const view = jsonOf<{
+        declared: { mode: string };
+        runtime: {
+          backend: string;
+          helperPid: number;
+          published: { listening: boolean; hostAddress: string }[];
+        };
+      }>(r);
+      assert.equal(view.declared.mode, 'user');
+      assert.equal(view.runtime.backend, 'passt');
+      assert.deepEqual(
+        view.runtime.published.map((p) => [p.hostAddress, p.listening]),
+        [['127.0.0.1', true]],
+      );
+
+      // The host's loopback services are not reachable from the guest.
+      r = await cli([
+        'exec',
+        name,
+        '--',
+        'sh',
+        '-c',
+        `timeout 10 wget -q -O - http://10.0.2.2:${loopbackPort}/; echo rc=$?`,
+      ]);
+      assert.ok(
+        !r.stdout.toString().includes(loToken),
+        `guest reached the host loopback: ${r.stdout}`,
+      );
+
+      // A port already in use fails before any boot, with a clear error.
+      const t0 = Date.now();
+      r = await cli(['run', '--json', '-p', `${published}:80`, '--', 'true']);
+      assert.equal(r.code, 1, r.stderr.toString());
+      const err = JSON.parse(r.stdout.toString()) as { error: { code: string; message: string } };
+      assert.equal(err.error.code, 'PORT_IN_USE');
+      assert.match(err.error.message, new RegExp(`127\\.0\\.0\\.1:${published}`));
+      assert.ok(Date.now() - t0 < 5000, 'the port check happens before the boot');
+
+      if (!nsReady) {
+        t.diagnostic(`skipped outbound/DNS checks: ${nsSkip}`);
+      } else {
+        // Outbound TCP to another network (a namespace behind a veth pair).
+        r = await cli([
+          'exec',
+          name,
+          '--',
+          'sh',
+          '-c',
+          `timeout 10 wget -q -O - http://${NS_ADDR}:${nsHttpPort}/`,
+        ]);
+        assert.equal(r.code, 0, r.stderr.toString());
+        assert.equal(r.stdout.toString().trim(), nsToken);
+        // DNS (UDP) from the guest's resolv.conf (10.0.2.3) through passt's
+        // forwarder to the host's resolver (ours, on a loopback address:
+        // DNS is the one host-loopback service the guest gets).
+        r = await cli([
+          'exec',
+          name,
+          '--',
+          'sh',
+          '-c',
+          'cat /etc/resolv.conf; timeout 10 nslookup probe.microagent.test',
+        ]);
+        assert.match(r.stdout.toString(), /nameserver 10\.0\.2\.3/);
+        assert.match(r.stdout.toString(), /10\.1\.2\.3/, r.stdout.toString() + r.stderr.toString());
+        assert.ok(dnsQueries.join('').includes('query probe.microagent.test'), dnsQueries.join(''));
+      }
+
+      // passt belongs to the monitor: SIGKILL of the monitor takes QEMU and passt with it.
+      r = await cli(['status', name, '--json']);
+      const monitorPid = jsonOf<{ vm: { monitorPid: number } }>(r).vm.monitorPid;
+      process.kill(monitorPid, 'SIGKILL');
+      const deadline = Date.now() + 15_000;
+      const alive = (pid: number): boolean => {
+        try {
+          process.kill(pid, 0);
+          const st = spawnSync('cat', [`/proc/${pid}/stat`], { encoding: 'utf8' }).stdout;
+          return !/\) Z /.test(st);
+        } catch {
+          return false;
+        }
+      };
+      while (alive(view.runtime.helperPid) && Date.now() < deadline)
+        await new Promise((res) => setTimeout(res, 100));
+      assert.equal(alive(view.runtime.helperPid), false, 'passt outlived its monitor');
+    } finally {
+      await cli(['kill', name]);
+      await cli(['delete', name]);
+    }
+    assert.deepEqual(await waitNoProcesses(join(E2E_STATE_DIR, 'workspaces', name)), []);
+  });
+
+  it('lets the guest reach the host loopback only with --allow-host-loopback', async () => {
+    const r = await cli([
+      'run',
+      '--allow-host-loopback',
+      '--',
+      'sh',
+      '-c',
+      `timeout 10 wget -q -O - http://10.0.2.2:${loopbackPort}/`,
+    ]);
+    assert.equal(r.code, 0, r.stderr.toString());
+    assert.equal(r.stdout.toString().trim(), loToken);
+  });
+
+  it('gives an isolated workspace no interface but lo', async () => {
+    const r = await cli(['run', '--network', 'isolated', '--', 'ls', '/sys/class/net']);
+    assert.equal(r.code, 0, r.stderr.toString());
+    assert.equal(r.stdout.toString(), 'lo\n');
+  });
+
+  it('rejects bad network flags as usage errors naming the value, before any boot', async () => {
+    let r = await cli(['run', '-p', '8080', '--', 'true']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr.toString(), /"8080"/);
+    r = await cli(['run', '-p', '70000:80', '--', 'true']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr.toString(), /70000/);
+    r = await cli(['run', '--network', 'isolated', '-p', '8080:80', '--', 'true']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr.toString(), /isolated/);
+    r = await cli(['create', `${TAG}-dup`, '-p', '8080:80', '-p', '8080:81']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr.toString(), /8080/);
+    r = await cli(['run', '--network', 'bridge', '--', 'true']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr.toString(), /"bridge"/);
+  });
+});
