@@ -111,6 +111,15 @@ describe('OCI images end to end', { skip, timeout: 900_000 }, () => {
     },
   );
 
+  it('prunes baselines no workspace uses; the image still runs afterwards', async () => {
+    const before = JSON.parse((await cli(['run', '--json', app, 'true'])).stdout.toString()).result;
+    const pruned = JSON.parse((await cli(['--json', 'image', 'prune'])).stdout.toString()).result;
+    assert.ok(pruned.removedBaselines.includes(before.image.key), JSON.stringify(pruned));
+    const again = await cli(['run', app]);
+    assert.equal(again.code, 0, again.stderr.toString());
+    assert.equal(again.stdout.toString(), 'hello from /srv\n');
+  });
+
   it('leaves no process behind', async () => {
     assert.deepEqual(await waitNoProcesses(join(E2E_STATE_DIR, 'workspaces'), 10_000), []);
   });

@@ -3,7 +3,8 @@
  */
 import { parseArgs, UsageError, type FlagSpecs } from '../args.js';
 import { table, writeJson, type Output } from '../output.js';
-import { listImages, pruneImages, pullImage, removeImage, tagImage, type PullEvent } from '../../oci/index.js';
+import { listImages, pullImage, removeImage, tagImage, type PullEvent } from '../../oci/index.js';
+import { prune as pruneAll } from '../../workspace/prune.js';
 import { StatePaths } from '../../paths.js';
 import type { CommandSpec } from './workspace.js';
 import type { ResolveImageOptions } from '../../workspace/image.js';
@@ -156,9 +157,13 @@ async function rm(argv: string[], out: Output): Promise<number> {
 
 async function prune(argv: string[], out: Output): Promise<number> {
   const { flags } = parseArgs(argv, COMMON, {}, IMAGE_USAGE);
-  const result = await pruneImages(paths(flags));
+  const result = await pruneAll(flags['state-dir'] ? { stateDir: flags['state-dir'] as string } : {});
   if (json(out, flags)) writeJson(out, result);
-  else out.stdout.write(`removed ${result.removedBlobs.length} blobs, ${(result.reclaimedBytes / 1e6).toFixed(1)} MB\n`);
+  else {
+    out.stdout.write(
+      `removed ${result.removedBlobs.length} blobs (${(result.reclaimedBytes / 1e6).toFixed(1)} MB) and ${result.removedBaselines.length} unused rootfs baselines\n`,
+    );
+  }
   return 0;
 }
 
