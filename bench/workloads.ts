@@ -73,7 +73,12 @@ export async function benchImages(iterations: number): Promise<void> {
   try {
     const layout = await benchImageLayout(dir);
     const ref = `${reg.host}/bench/debian:v1`;
-    await exec('skopeo', ['copy', '--dest-tls-verify=false', `oci:${layout}:v1`, `docker://${ref}`]);
+    await exec('skopeo', [
+      'copy',
+      '--dest-tls-verify=false',
+      `oci:${layout}:v1`,
+      `docker://${ref}`,
+    ]);
     const ours: number[] = [];
     const theirs: number[] = [];
     let size = 0;
@@ -82,12 +87,27 @@ export async function benchImages(iterations: number): Promise<void> {
       const b = join(dir, `base-${i}`);
       await mkdir(b);
       let t0 = performance.now();
-      await exec('skopeo', ['copy', '--src-tls-verify=false', `docker://${ref}`, `oci:${b}/oci:v1`]);
-      await exec('umoci', ['unpack', '--image', `${b}/oci:v1`, `${b}/bundle`], { maxBuffer: 64 << 20 });
+      await exec('skopeo', [
+        'copy',
+        '--src-tls-verify=false',
+        `docker://${ref}`,
+        `oci:${b}/oci:v1`,
+      ]);
+      await exec('umoci', ['unpack', '--image', `${b}/oci:v1`, `${b}/bundle`], {
+        maxBuffer: 64 << 20,
+      });
       const du = await exec('du', ['-sb', `${b}/bundle/rootfs`]);
       const bytes = Number(du.stdout.split(/\s/)[0]);
       const mib = Math.ceil((bytes * 1.5) / (1 << 20)) + 256;
-      await exec('mke2fs', ['-q', '-t', 'ext4', '-d', `${b}/bundle/rootfs`, `${b}/rootfs.ext4`, `${mib}M`]);
+      await exec('mke2fs', [
+        '-q',
+        '-t',
+        'ext4',
+        '-d',
+        `${b}/bundle/rootfs`,
+        `${b}/rootfs.ext4`,
+        `${mib}M`,
+      ]);
       theirs.push(performance.now() - t0);
       await rm(b, { recursive: true, force: true });
 
@@ -99,7 +119,11 @@ export async function benchImages(iterations: number): Promise<void> {
       await buildRootfs(
         paths,
         {
-          layers: pulled.layers.map((l) => ({ path: l.path, mediaType: l.mediaType, digest: l.digest })),
+          layers: pulled.layers.map((l) => ({
+            path: l.path,
+            mediaType: l.mediaType,
+            digest: l.digest,
+          })),
           imageDigest: pulled.resolvedDigest,
         },
         { outPath: join(dir, `ours-${i}.ext4`) },
@@ -114,7 +138,9 @@ export async function benchImages(iterations: number): Promise<void> {
     }
     const mt = median(theirs);
     const mo = median(ours);
-    console.log(`cold pull + rootfs build, ${(size / 1e6).toFixed(0)} MB compressed, 3 layers (${iterations} alternating iterations)`);
+    console.log(
+      `cold pull + rootfs build, ${(size / 1e6).toFixed(0)} MB compressed, 3 layers (${iterations} alternating iterations)`,
+    );
     console.log(`  skopeo copy + umoci unpack + mke2fs -d   median ${mt.toFixed(0)} ms`);
     console.log(`  microagent pull + build                  median ${mo.toFixed(0)} ms`);
     console.log(`  ratio ${(mo / mt).toFixed(3)} (goal ≤ 0.7)`);
@@ -124,7 +150,11 @@ export async function benchImages(iterations: number): Promise<void> {
     const pulled = await pullImage(paths, ref);
     const input = {
       manifestDigest: pulled.resolvedDigest,
-      layers: pulled.layers.map((l) => ({ path: l.path, mediaType: l.mediaType, digest: l.digest })),
+      layers: pulled.layers.map((l) => ({
+        path: l.path,
+        mediaType: l.mediaType,
+        digest: l.digest,
+      })),
     };
     await ensureImageBaseline(paths, input);
     const warm: number[] = [];
@@ -134,7 +164,9 @@ export async function benchImages(iterations: number): Promise<void> {
       await createWorkspaceDisk(baseline, join(dir, `disk-${i}.qcow2`));
       warm.push(performance.now() - t0);
     }
-    console.log(`  warm path (cached baseline → new workspace disk) median ${median(warm).toFixed(0)} ms (goal ≤ 300 ms)`);
+    console.log(
+      `  warm path (cached baseline → new workspace disk) median ${median(warm).toFixed(0)} ms (goal ≤ 300 ms)`,
+    );
   } finally {
     await reg.stop();
     await rm(dir, { recursive: true, force: true });
@@ -162,8 +194,12 @@ export async function benchWorkspace(stateDir: string): Promise<void> {
       if (i >= 20) execs.push(performance.now() - t0); // 20 warm-up calls
     }
     console.log('exec round trip of `true` through the library (200 calls)');
-    console.log(`  raw channel echo   p50 ${median(raw).toFixed(2)} ms, p99 ${percentile(raw, 99).toFixed(2)} ms`);
-    console.log(`  exec true          p50 ${median(execs).toFixed(2)} ms, p99 ${percentile(execs, 99).toFixed(2)} ms (goal p50 ≤ 15 ms)`);
+    console.log(
+      `  raw channel echo   p50 ${median(raw).toFixed(2)} ms, p99 ${percentile(raw, 99).toFixed(2)} ms`,
+    );
+    console.log(
+      `  exec true          p50 ${median(execs).toFixed(2)} ms, p99 ${percentile(execs, 99).toFixed(2)} ms (goal p50 ≤ 15 ms)`,
+    );
 
     const file = join(tmpdir(), `ma-bench-cp-${process.pid}`);
     await writeFile(file, randomBytes(100 * 1024 * 1024));
@@ -176,7 +212,9 @@ export async function benchWorkspace(stateDir: string): Promise<void> {
       const outMs = performance.now() - t0;
       const size = (await stat(`${file}.back`)).size / (1 << 20);
       console.log('cp of 100 MiB through the guest agent (running workspace, ext4 disk)');
-      console.log(`  host → guest ${(size / (inMs / 1000)).toFixed(1)} MiB/s, guest → host ${(size / (outMs / 1000)).toFixed(1)} MiB/s (goal ≥ 50 MiB/s)`);
+      console.log(
+        `  host → guest ${(size / (inMs / 1000)).toFixed(1)} MiB/s, guest → host ${(size / (outMs / 1000)).toFixed(1)} MiB/s (goal ≥ 50 MiB/s)`,
+      );
     } finally {
       await rm(file, { force: true });
       await rm(`${file}.back`, { force: true });

@@ -642,16 +642,37 @@ badConfig(
 badConfig('config-bad-json', '{"v":1,');
 const net = { mode: 'user', address: '10.0.2.15/24', gateway: '10.0.2.2', dns: ['10.0.2.3'] };
 badConfig('config-bad-network-mode', inv({ ...cfg, network: { mode: 'bridge' } }));
-badConfig('config-bad-network-isolated-extra', inv({ ...cfg, network: { mode: 'isolated', dns: [] } }));
+badConfig(
+  'config-bad-network-isolated-extra',
+  inv({ ...cfg, network: { mode: 'isolated', dns: [] } }),
+);
 badConfig('config-bad-network-unknown-field', inv({ ...cfg, network: { ...net, mac: 'x' } }));
-badConfig('config-bad-network-no-prefix', inv({ ...cfg, network: { ...net, address: '10.0.2.15' } }));
-badConfig('config-bad-network-prefix-33', inv({ ...cfg, network: { ...net, address: '10.0.2.15/33' } }));
-badConfig('config-bad-network-prefix-0', inv({ ...cfg, network: { ...net, address: '10.0.2.15/0' } }));
-badConfig('config-bad-network-leading-zero', inv({ ...cfg, network: { ...net, gateway: '10.0.2.02' } }));
+badConfig(
+  'config-bad-network-no-prefix',
+  inv({ ...cfg, network: { ...net, address: '10.0.2.15' } }),
+);
+badConfig(
+  'config-bad-network-prefix-33',
+  inv({ ...cfg, network: { ...net, address: '10.0.2.15/33' } }),
+);
+badConfig(
+  'config-bad-network-prefix-0',
+  inv({ ...cfg, network: { ...net, address: '10.0.2.15/0' } }),
+);
+badConfig(
+  'config-bad-network-leading-zero',
+  inv({ ...cfg, network: { ...net, gateway: '10.0.2.02' } }),
+);
 badConfig('config-bad-network-octet', inv({ ...cfg, network: { ...net, gateway: '10.0.2.256' } }));
-badConfig('config-bad-network-dns-4', inv({ ...cfg, network: { ...net, dns: ['1.1.1.1', '1.1.1.2', '1.1.1.3', '1.1.1.4'] } }));
+badConfig(
+  'config-bad-network-dns-4',
+  inv({ ...cfg, network: { ...net, dns: ['1.1.1.1', '1.1.1.2', '1.1.1.3', '1.1.1.4'] } }),
+);
 badConfig('config-bad-network-dns-name', inv({ ...cfg, network: { ...net, dns: ['localhost'] } }));
-badConfig('config-bad-network-no-gateway', inv({ ...cfg, network: { mode: 'user', address: '10.0.2.15/24', dns: [] } }));
+badConfig(
+  'config-bad-network-no-gateway',
+  inv({ ...cfg, network: { mode: 'user', address: '10.0.2.15/24', dns: [] } }),
+);
 badConfig('config-bad-network-mtu', inv({ ...cfg, network: { ...net, mtu: 100 } }));
 badConfig('config-bad-network-not-object', inv({ ...cfg, network: 'user' }));
 

@@ -61,7 +61,10 @@ export function parseArgs(
       rest = argv.slice(i + 1);
       break;
     }
-    if (options.stopAfterPositionals !== undefined && positionals.length >= options.stopAfterPositionals) {
+    if (
+      options.stopAfterPositionals !== undefined &&
+      positionals.length >= options.stopAfterPositionals
+    ) {
       positionals.push(arg);
       continue;
     }

@@ -35,7 +35,11 @@ export async function connectWorkspace(options: ConnectOptions): Promise<ExecHan
     ws.agentSocket,
     {
       argv: options.argv ?? ['/bin/sh', '-l'],
-      tty: { rows: options.rows, cols: options.cols, ...(options.term ? { term: options.term } : {}) },
+      tty: {
+        rows: options.rows,
+        cols: options.cols,
+        ...(options.term ? { term: options.term } : {}),
+      },
       ...(record.image.defaults?.workingDir ? { cwd: record.image.defaults.workingDir } : {}),
       ...(user ? { user } : {}),
     },

@@ -23,7 +23,11 @@ export function parseGuestLocation(arg: string): GuestLocation | undefined {
 }
 
 /** Takes the workspace lock for an offline copy and re-checks the state under it. */
-async function lockOffline(stateDir: string | undefined, name: string, operation: string): Promise<WorkspaceLock> {
+async function lockOffline(
+  stateDir: string | undefined,
+  name: string,
+  operation: string,
+): Promise<WorkspaceLock> {
   const paths = new StatePaths(stateDir);
   const lock = await acquireLock(paths.workspace(name).lock, name, operation);
   try {
@@ -49,14 +53,18 @@ async function loadForCopy(stateDir: string | undefined, name: string): Promise<
   const loaded = await loadWorkspace(new StatePaths(stateDir), name);
   const state = loaded.record.state;
   if (state !== 'running' && !TRANSITIONS['cp-offline'].from.includes(state)) {
-    throw new MicroagentError('WORKSPACE_RUNNING', `cannot copy files while workspace ${name} is ${state}`, {
-      remediation: isLive(state)
-        ? state === 'paused'
-          ? `Resume it first: microagent resume ${name}`
-          : 'Wait until it is running or stopped.'
-        : '',
-      data: { name, state },
-    });
+    throw new MicroagentError(
+      'WORKSPACE_RUNNING',
+      `cannot copy files while workspace ${name} is ${state}`,
+      {
+        remediation: isLive(state)
+          ? state === 'paused'
+            ? `Resume it first: microagent resume ${name}`
+            : 'Wait until it is running or stopped.'
+          : '',
+        data: { name, state },
+      },
+    );
   }
   return loaded;
 }
@@ -69,7 +77,12 @@ export async function copyIn(options: {
   mode?: number;
 }): Promise<CopyResult> {
   const { ws, record } = await loadForCopy(options.stateDir, options.to.name);
-  const common = { direction: 'in' as const, workspace: record.name, guestPath: options.to.path, hostPath: options.hostPath };
+  const common = {
+    direction: 'in' as const,
+    workspace: record.name,
+    guestPath: options.to.path,
+    hostPath: options.hostPath,
+  };
   if (record.state === 'running') {
     const r = await writeGuestFile(ws.agentSocket, options.to.path, options.hostPath, {
       ...(options.mode !== undefined ? { mode: options.mode } : {}),
@@ -93,7 +106,12 @@ export async function copyOut(options: {
   hostPath: string;
 }): Promise<CopyResult> {
   const { ws, record } = await loadForCopy(options.stateDir, options.from.name);
-  const common = { direction: 'out' as const, workspace: record.name, guestPath: options.from.path, hostPath: options.hostPath };
+  const common = {
+    direction: 'out' as const,
+    workspace: record.name,
+    guestPath: options.from.path,
+    hostPath: options.hostPath,
+  };
   if (record.state === 'running') {
     const r = await readGuestFile(ws.agentSocket, options.from.path, options.hostPath);
     return { ...common, bytes: r.bytes, via: 'agent' };
@@ -105,7 +123,10 @@ export async function copyOut(options: {
 }
 
 /** Declared outputs of a workspace (`create --output NAME=/path`). */
-export async function listArtifacts(options: { stateDir?: string; name: string }): Promise<{ name: string; path: string }[]> {
+export async function listArtifacts(options: {
+  stateDir?: string;
+  name: string;
+}): Promise<{ name: string; path: string }[]> {
   const { record } = await loadWorkspace(new StatePaths(options.stateDir), options.name);
   return Object.entries(record.outputs ?? {}).map(([name, path]) => ({ name, path }));
 }
@@ -120,10 +141,22 @@ export async function getArtifact(options: {
   const { record } = await loadWorkspace(new StatePaths(options.stateDir), options.name);
   const path = record.outputs?.[options.artifact];
   if (path === undefined) {
-    throw new MicroagentError('ARTIFACT_NOT_FOUND', `workspace ${record.name} declares no output "${options.artifact}"`, {
-      remediation: `See the declared outputs with microagent artifacts ${record.name}.`,
-      data: { name: record.name, artifact: options.artifact, declared: Object.keys(record.outputs ?? {}) },
-    });
+    throw new MicroagentError(
+      'ARTIFACT_NOT_FOUND',
+      `workspace ${record.name} declares no output "${options.artifact}"`,
+      {
+        remediation: `See the declared outputs with microagent artifacts ${record.name}.`,
+        data: {
+          name: record.name,
+          artifact: options.artifact,
+          declared: Object.keys(record.outputs ?? {}),
+        },
+      },
+    );
   }
-  return copyOut({ ...(options.stateDir ? { stateDir: options.stateDir } : {}), from: { name: record.name, path }, hostPath: options.hostPath });
+  return copyOut({
+    ...(options.stateDir ? { stateDir: options.stateDir } : {}),
+    from: { name: record.name, path },
+    hostPath: options.hostPath,
+  });
 }

@@ -25,7 +25,16 @@ import {
 import { assertTransition, TERMINAL_STATES } from './states.js';
 import { loadWorkspace, readVmStatus, vmAlive, type LoadedWorkspace } from './store.js';
 import { verifyWorkspace, type Verification } from './verify.js';
-import { killVm, pauseVm, prepareBoot, resumeVm, startVm, stopVm, waitVm, writeBootConfig } from './vm.js';
+import {
+  killVm,
+  pauseVm,
+  prepareBoot,
+  resumeVm,
+  startVm,
+  stopVm,
+  waitVm,
+  writeBootConfig,
+} from './vm.js';
 import { checkPublishedPorts, networkOf, resolveNetwork, type NetworkOptions } from './network.js';
 import { execUserFor, resolveImage, type ResolveImageOptions } from './image.js';
 
@@ -145,7 +154,12 @@ export async function createWorkspace(options: CreateOptions): Promise<Workspace
       network,
     };
     await writeRecord(ws, record);
-    await appendEvent(ws, { at: now, state: 'prepared', detail: 'created', identity: record.identity });
+    await appendEvent(ws, {
+      at: now,
+      state: 'prepared',
+      detail: 'created',
+      identity: record.identity,
+    });
     if (record.setup) {
       record = await runSetup(paths, ws, record, options);
     }
@@ -351,7 +365,12 @@ export function haltWorkspace(options: NameOptions): Promise<WorkspaceRecord> {
     const { timedOut } = await stopVm(ws, record.identity, HALT_GRACE_MS);
     if (timedOut) {
       await killVm(ws, record.identity);
-      return transition(ws, current, 'failed', `did not power off within ${HALT_GRACE_MS / 1000} s; killed`);
+      return transition(
+        ws,
+        current,
+        'failed',
+        `did not power off within ${HALT_GRACE_MS / 1000} s; killed`,
+      );
     }
     return transition(ws, current, 'halted');
   });

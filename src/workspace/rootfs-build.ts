@@ -25,11 +25,15 @@ export async function buildImageRootfs(
   options: RootfsBuildOptions,
 ): Promise<RootfsBuildResult & { reference: string; digest: string }> {
   if (isMutable(options.image) && !options.allowMutable) {
-    throw new MicroagentError('MUTABLE_REFERENCE', `refusing to build from the mutable reference ${options.image}`, {
-      remediation:
-        'Pin the image by digest (NAME@sha256:…; `microagent image pull` prints it), or pass --allow-mutable.',
-      data: { image: options.image },
-    });
+    throw new MicroagentError(
+      'MUTABLE_REFERENCE',
+      `refusing to build from the mutable reference ${options.image}`,
+      {
+        remediation:
+          'Pin the image by digest (NAME@sha256:…; `microagent image pull` prints it), or pass --allow-mutable.',
+        data: { image: options.image },
+      },
+    );
   }
   const paths = new StatePaths(options.stateDir);
   const pulled = await pullImage(paths, options.image, {
@@ -40,7 +44,11 @@ export async function buildImageRootfs(
   const result = await buildRootfs(
     paths,
     {
-      layers: pulled.layers.map((l) => ({ path: l.path, mediaType: l.mediaType, digest: l.digest })),
+      layers: pulled.layers.map((l) => ({
+        path: l.path,
+        mediaType: l.mediaType,
+        digest: l.digest,
+      })),
       imageDigest: pulled.resolvedDigest,
       ...(options.allowGuestSetuid ? { allowGuestSetuid: true } : {}),
       ...(options.sizeBytes ? { sizeBytes: options.sizeBytes } : {}),

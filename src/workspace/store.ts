@@ -31,7 +31,9 @@ export interface LoadedWorkspace {
 /** Reads monitor.json; undefined when there is none or it is unreadable. */
 export async function readVmStatus(ws: WorkspacePaths): Promise<VmStatus | undefined> {
   try {
-    return VmStatusSchema.parse(JSON.parse(await readFile(join(ws.runtime, 'monitor.json'), 'utf8')));
+    return VmStatusSchema.parse(
+      JSON.parse(await readFile(join(ws.runtime, 'monitor.json'), 'utf8')),
+    );
   } catch {
     return undefined;
   }

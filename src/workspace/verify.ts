@@ -105,6 +105,10 @@ async function hashInjectedInit(baseline: string, recorded: string): Promise<Ver
       recordedSha256: recorded,
     };
   } catch (err) {
-    return { path: `${baseline}:${INJECTED_INIT}`, recordedSha256: recorded, error: (err as Error).message };
+    return {
+      path: `${baseline}:${INJECTED_INIT}`,
+      recordedSha256: recorded,
+      error: (err as Error).message,
+    };
   }
 }

@@ -108,7 +108,11 @@ async function readinessOf(
   };
   const guestReady: ReadinessSignal =
     vm?.readyAt !== undefined
-      ? { ready: true, observedAt: new Date(vm.readyAt).toISOString(), detail: `init ${vm.guest?.init ?? ''}`.trim() }
+      ? {
+          ready: true,
+          observedAt: new Date(vm.readyAt).toISOString(),
+          detail: `init ${vm.guest?.init ?? ''}`.trim(),
+        }
       : isLive(record.state)
         ? { ready: false, detail: 'the guest has not said HELLO yet' }
         : notLive;
@@ -227,7 +231,11 @@ export async function followLogs(options: {
   }
 }
 
-async function readFrom(path: string, offset: number, onData: (c: Buffer) => void): Promise<number> {
+async function readFrom(
+  path: string,
+  offset: number,
+  onData: (c: Buffer) => void,
+): Promise<number> {
   let handle;
   try {
     handle = await open(path, 'r');

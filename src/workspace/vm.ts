@@ -153,7 +153,8 @@ export async function startVm(
   options: StartOptions,
 ): Promise<StartedVm> {
   const owner = options.ownerLease ? procStat(process.pid) : undefined;
-  const response = await dispatch({
+  const response = await dispatch(
+    {
       v: 1,
       command: 'start',
       identity: supervisorIdentity(options.identity),
@@ -173,7 +174,9 @@ export async function startVm(
         removeOnOwnerExit: options.removeOnOwnerExit,
         ...(plan.network ? { network: vmNetwork(plan.network) } : {}),
       },
-    }, 30_000);
+    },
+    30_000,
+  );
   return {
     accel: response.accel,
     accelReason: response.accelReason,
@@ -191,26 +194,47 @@ export async function stopVm(
   identity: Identity,
   graceMs: number,
 ): Promise<{ timedOut: boolean }> {
-  const response = await dispatch({ v: 1, command: 'stop', identity: supervisorIdentity(identity), runtimeDir: ws.runtime, graceMs }, graceMs + 15_000);
+  const response = await dispatch(
+    {
+      v: 1,
+      command: 'stop',
+      identity: supervisorIdentity(identity),
+      runtimeDir: ws.runtime,
+      graceMs,
+    },
+    graceMs + 15_000,
+  );
   return { timedOut: response.timedOut === true };
 }
 
 /** Hard stop (SIGKILL of the VMM); returns when it is gone. */
 export async function killVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
-  await dispatch({ v: 1, command: 'kill', identity: supervisorIdentity(identity), runtimeDir: ws.runtime }, 20_000);
+  await dispatch(
+    { v: 1, command: 'kill', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
+    20_000,
+  );
 }
 
 export async function pauseVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
-  await dispatch({ v: 1, command: 'pause', identity: supervisorIdentity(identity), runtimeDir: ws.runtime }, 20_000);
+  await dispatch(
+    { v: 1, command: 'pause', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
+    20_000,
+  );
 }
 
 export async function resumeVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
-  await dispatch({ v: 1, command: 'resume', identity: supervisorIdentity(identity), runtimeDir: ws.runtime }, 20_000);
+  await dispatch(
+    { v: 1, command: 'resume', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
+    20_000,
+  );
 }
 
 /** The VM's status as the supervisor sees it (it also reaps an orphaned VMM). */
 export async function statusVm(ws: WorkspacePaths, identity: Identity): Promise<VmStatus | null> {
-  const response = await dispatch({ v: 1, command: 'status', identity: supervisorIdentity(identity), runtimeDir: ws.runtime }, 20_000);
+  const response = await dispatch(
+    { v: 1, command: 'status', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
+    20_000,
+  );
   return response.status;
 }
 
@@ -220,12 +244,15 @@ export async function waitVm(
   identity: Identity,
   timeoutMs?: number,
 ): Promise<{ timedOut: boolean; status: VmStatus | null }> {
-  const response = await dispatch({
+  const response = await dispatch(
+    {
       v: 1,
       command: 'wait',
       identity: supervisorIdentity(identity),
       runtimeDir: ws.runtime,
       ...(timeoutMs !== undefined ? { timeoutMs } : {}),
-    }, (timeoutMs ?? 86_400_000) + 15_000);
+    },
+    (timeoutMs ?? 86_400_000) + 15_000,
+  );
   return { timedOut: response.timedOut === true, status: response.status };
 }

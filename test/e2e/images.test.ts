@@ -13,7 +13,13 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { PACKAGE_ROOT } from '../../src/paths.js';
 import { cli, E2E_STATE_DIR, waitNoProcesses } from '../helpers.js';
-import { buildImage, pushImage, registryToolsMissing, startRegistry, type TestRegistry } from '../support/registry.js';
+import {
+  buildImage,
+  pushImage,
+  registryToolsMissing,
+  startRegistry,
+  type TestRegistry,
+} from '../support/registry.js';
 
 const exec = promisify(execFile);
 const skip = registryToolsMissing();
@@ -53,7 +59,15 @@ describe('OCI images end to end', { skip, timeout: 900_000 }, () => {
   });
 
   it('replaces Cmd (keeping Entrypoint) with the given command, and -e overrides image Env', async () => {
-    const r = await cli(['run', '-e', 'GREETING=override', app, 'sh', '-c', 'echo $GREETING; echo $PATH']);
+    const r = await cli([
+      'run',
+      '-e',
+      'GREETING=override',
+      app,
+      'sh',
+      '-c',
+      'echo $GREETING; echo $PATH',
+    ]);
     assert.equal(r.code, 0, r.stderr.toString());
     assert.equal(r.stdout.toString(), 'override\n/bin\n');
   });
@@ -87,7 +101,12 @@ describe('OCI images end to end', { skip, timeout: 900_000 }, () => {
 
   it(
     'boots a debootstrap minbase of Debian 12 from the registry and runs its bash and apt',
-    { skip: process.getuid?.() !== 0 || !existsSync('/usr/sbin/debootstrap') ? 'needs root and debootstrap' : false },
+    {
+      skip:
+        process.getuid?.() !== 0 || !existsSync('/usr/sbin/debootstrap')
+          ? 'needs root and debootstrap'
+          : false,
+    },
     async () => {
       // The tree is kept between runs (it takes ~30 s to make).
       const tree = join(PACKAGE_ROOT, '.local', 'debian-minbase');
@@ -98,11 +117,19 @@ describe('OCI images end to end', { skip, timeout: 900_000 }, () => {
       const layout = join(dir, 'debian');
       await exec('umoci', ['init', '--layout', layout]);
       await exec('umoci', ['new', '--image', `${layout}:v1`]);
-      await exec('umoci', ['insert', '--image', `${layout}:v1`, tree, '/'], { maxBuffer: 64 << 20 });
+      await exec('umoci', ['insert', '--image', `${layout}:v1`, tree, '/'], {
+        maxBuffer: 64 << 20,
+      });
       await exec('umoci', ['config', '--image', `${layout}:v1`, '--config.cmd=/bin/bash']);
       const ref = `${reg.host}/e2e/debian:12`;
       await pushImage(layout, 'v1', ref);
-      const r = await cli(['run', ref, 'bash', '-c', 'cat /etc/debian_version; apt-get --version | head -1; id -u']);
+      const r = await cli([
+        'run',
+        ref,
+        'bash',
+        '-c',
+        'cat /etc/debian_version; apt-get --version | head -1; id -u',
+      ]);
       assert.equal(r.code, 0, r.stderr.toString());
       const lines = r.stdout.toString().trim().split('\n');
       assert.match(lines[0] ?? '', /^12\./);

@@ -42,7 +42,8 @@ describe('persistent workspaces', { timeout: 900_000 }, () => {
       await cli(['kill', name]);
       await cli(['delete', name]);
     }
-    for (const name of created) killProcessesMentioning(join(E2E_STATE_DIR, 'workspaces', name) + '/');
+    for (const name of created)
+      killProcessesMentioning(join(E2E_STATE_DIR, 'workspaces', name) + '/');
   });
 
   it('create → start → exec → halt → start keeps the disk → pause refuses exec → resume → delete', async () => {
@@ -63,9 +64,23 @@ describe('persistent workspaces', { timeout: 900_000 }, () => {
     assert.equal(await errorCode(['delete', name]), 'WORKSPACE_RUNNING');
     await ok(['halt', name]);
 
-    const events = (await jsonOf(['events', name])) as { events: { state: string; identity: { labels: Record<string, string>; runtimeId: string } }[] };
+    const events = (await jsonOf(['events', name])) as {
+      events: { state: string; identity: { labels: Record<string, string>; runtimeId: string } }[];
+    };
     const states = events.events.map((e) => e.state);
-    assert.deepEqual(states, ['prepared', 'starting', 'running', 'stopping', 'halted', 'starting', 'running', 'paused', 'running', 'stopping', 'halted']);
+    assert.deepEqual(states, [
+      'prepared',
+      'starting',
+      'running',
+      'stopping',
+      'halted',
+      'starting',
+      'running',
+      'paused',
+      'running',
+      'stopping',
+      'halted',
+    ]);
     for (const e of events.events) {
       assert.equal(e.identity.runtimeId, name);
       assert.deepEqual(e.identity.labels, { team: 'qa' });
@@ -111,7 +126,10 @@ describe('persistent workspaces', { timeout: 900_000 }, () => {
   it('lets exactly one of two concurrent starts boot', async () => {
     const name = wsName('race');
     await ok(['create', name]);
-    const [a, b] = await Promise.all([cli(['--json', 'start', name]), cli(['--json', 'start', name])]);
+    const [a, b] = await Promise.all([
+      cli(['--json', 'start', name]),
+      cli(['--json', 'start', name]),
+    ]);
     const codes = [a.code, b.code].sort();
     assert.deepEqual(codes, [0, 1], `${a.stdout} ${b.stdout}`);
     const loser = JSON.parse((a.code === 0 ? b : a).stdout.toString());
@@ -125,14 +143,19 @@ describe('persistent workspaces', { timeout: 900_000 }, () => {
     for (const n of names) await ok(['create', n, '--profile', 'tiny']);
     await Promise.all(names.map((n) => ok(['start', n])));
     const results = await Promise.all(
-      Array.from({ length: 8 }, (_, i) => cli(['exec', names[0] as string, '--', 'sh', '-c', `echo $((${i} * 2))`])),
+      Array.from({ length: 8 }, (_, i) =>
+        cli(['exec', names[0] as string, '--', 'sh', '-c', `echo $((${i} * 2))`]),
+      ),
     );
     results.forEach((r, i) => {
       assert.equal(r.code, 0);
       assert.equal(r.stdout.toString(), `${i * 2}\n`);
     });
     const hosts = await Promise.all(names.map((n) => ok(['exec', n, '--', 'hostname'])));
-    assert.deepEqual(hosts, names.map((n) => `${n}\n`));
+    assert.deepEqual(
+      hosts,
+      names.map((n) => `${n}\n`),
+    );
     const ps = (await jsonOf(['ps'])) as { workspaces: { name: string }[] };
     for (const n of names) assert.ok(ps.workspaces.some((w) => w.name === n));
     await Promise.all(names.map((n) => ok(['halt', n])));
@@ -147,7 +170,10 @@ describe('persistent workspaces', { timeout: 900_000 }, () => {
       await writeFile(src, data);
       await ok(['create', name]);
       // Stopped: through the disk image.
-      const inOffline = (await jsonOf(['cp', src, `${name}:/root/offline.bin`])) as { via: string; bytes: number };
+      const inOffline = (await jsonOf(['cp', src, `${name}:/root/offline.bin`])) as {
+        via: string;
+        bytes: number;
+      };
       assert.equal(inOffline.via, 'disk');
       assert.equal(inOffline.bytes, data.length);
       await ok(['start', name]);
@@ -158,14 +184,23 @@ describe('persistent workspaces', { timeout: 900_000 }, () => {
       // Running: through the guest agent.
       const inLive = (await jsonOf(['cp', src, `${name}:/root/live.bin`])) as { via: string };
       assert.equal(inLive.via, 'agent');
-      const outLive = (await jsonOf(['cp', `${name}:/root/live.bin`, join(dir, 'live.out')])) as { via: string };
+      const outLive = (await jsonOf(['cp', `${name}:/root/live.bin`, join(dir, 'live.out')])) as {
+        via: string;
+      };
       assert.equal(outLive.via, 'agent');
       assert.ok((await readFile(join(dir, 'live.out'))).equals(data));
       await ok(['halt', name]);
-      const outOffline = (await jsonOf(['cp', `${name}:/root/live.bin`, join(dir, 'offline.out')])) as { via: string };
+      const outOffline = (await jsonOf([
+        'cp',
+        `${name}:/root/live.bin`,
+        join(dir, 'offline.out'),
+      ])) as { via: string };
       assert.equal(outOffline.via, 'disk');
       assert.ok((await readFile(join(dir, 'offline.out'))).equals(data));
-      assert.equal(await errorCode(['cp', `${name}:/no/such/file`, join(dir, 'x')]), 'GUEST_FILE_NOT_FOUND');
+      assert.equal(
+        await errorCode(['cp', `${name}:/no/such/file`, join(dir, 'x')]),
+        'GUEST_FILE_NOT_FOUND',
+      );
       await ok(['start', name]);
       assert.equal(await ok(['exec', name, '--', 'ls', '/root']), 'live.bin\noffline.bin\n');
       await ok(['kill', name]);
@@ -187,7 +222,11 @@ describe('persistent workspaces', { timeout: 900_000 }, () => {
     const original = await readFile(record, 'utf8');
     await writeFile(record, original.replace('"v": 1', '"v": 99'));
     assert.equal(await errorCode(['start', name]), 'STATE_CORRUPT');
-    assert.equal(await readFile(record, 'utf8'), original.replace('"v": 1', '"v": 99'), 'a newer record is not rewritten');
+    assert.equal(
+      await readFile(record, 'utf8'),
+      original.replace('"v": 1', '"v": 99'),
+      'a newer record is not rewritten',
+    );
     await writeFile(record, original);
     await ok(['delete', name]);
   });

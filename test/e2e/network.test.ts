@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, get, type Server } from 'node:http';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -131,6 +131,7 @@ describe('networking', { timeout: 900_000 }, () => {
   const loToken = `host-loopback-${process.pid}`;
   const nsToken = `netns-server-${process.pid}`;
   let resolvConf = '';
+  let dir = '';
 
   before(async () => {
     const r = await cli(['run', '--', 'true'], { timeoutMs: 300_000 });
@@ -157,7 +158,7 @@ describe('networking', { timeout: 900_000 }, () => {
         return;
       }
     }
-    const dir = await tempDir('net-e2e');
+    dir = await tempDir('net-e2e');
     await writeFile(join(dir, 'dns.mjs'), DNS_SERVER);
     nsHttpPort = 18000 + (process.pid % 1000);
     const http = spawn(
@@ -190,6 +191,7 @@ describe('networking', { timeout: 900_000 }, () => {
     sh(['ip', 'link', 'del', `${VETH}h`]);
     sh(['ip', 'netns', 'del', NS]);
     await cli(['delete', `${TAG}-pub`]);
+    if (dir) await rm(dir, { recursive: true, force: true });
   });
 
   it('publishes a guest server on 127.0.0.1 only, blocks the host loopback, reaches outbound and DNS', async (t) => {

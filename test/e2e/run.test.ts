@@ -49,7 +49,9 @@ describe('microagent run', { timeout: 600_000 }, () => {
   });
 
   it('works through the supervisor executable (JSON in, JSON out) as well as in-process', async () => {
-    const r = await cli(['run', '--', 'echo', 'via-exec'], { env: { MICROAGENT_SUPERVISOR_EXEC: '1' } });
+    const r = await cli(['run', '--', 'echo', 'via-exec'], {
+      env: { MICROAGENT_SUPERVISOR_EXEC: '1' },
+    });
     assert.equal(r.code, 0, r.stderr.toString());
     assert.equal(r.stdout.toString(), 'via-exec\n');
     await noLeftovers();
@@ -61,12 +63,21 @@ describe('microagent run', { timeout: 600_000 }, () => {
       const spec = join(dir, 'microagent.yaml');
       await writeFile(
         spec,
-        ['profile: tiny', 'env:', '  A: from-file', '  B: kept', 'command: ["sh", "-c", "echo $A $B"]', ''].join('\n'),
+        [
+          'profile: tiny',
+          'env:',
+          '  A: from-file',
+          '  B: kept',
+          'command: ["sh", "-c", "echo $A $B"]',
+          '',
+        ].join('\n'),
       );
       const r = await cli(['run', '--file', spec, '-e', 'A=from-flag']);
       assert.equal(r.code, 0, r.stderr.toString());
       assert.equal(r.stdout.toString(), 'from-flag kept\n');
-      const doc = JSON.parse((await cli(['run', '--json', '--file', spec, '--', 'true'])).stdout.toString());
+      const doc = JSON.parse(
+        (await cli(['run', '--json', '--file', spec, '--', 'true'])).stdout.toString(),
+      );
       assert.equal(doc.result.resources.profile, 'tiny');
       await writeFile(spec, 'profile: tiny\nbogus: 1\n');
       const bad = await cli(['run', '--file', spec]);

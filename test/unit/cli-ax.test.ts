@@ -11,14 +11,19 @@ import { cli } from '../helpers.js';
 
 let stateDir: string;
 
-async function ax(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; doc: any; stderr: string }> {
+async function ax(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number | null; doc: any; stderr: string }> {
   const r = await cli(args, { stateDir, env });
   const text = r.stdout.toString();
   let doc: unknown;
   try {
     doc = JSON.parse(text);
   } catch {
-    assert.fail(`${args.join(' ')}: stdout is not one JSON document: ${JSON.stringify(text.slice(0, 200))}`);
+    assert.fail(
+      `${args.join(' ')}: stdout is not one JSON document: ${JSON.stringify(text.slice(0, 200))}`,
+    );
   }
   return { code: r.code, doc, stderr: r.stderr.toString() };
 }
@@ -121,7 +126,9 @@ describe('AX output: one envelope per command, documented exit codes', () => {
   it('keeps the guest command’s own --json and --help untouched', async () => {
     // `run ... -- sh -c 'echo --json'` must not switch microagent to AX mode;
     // with no kernel or image this fails before boot, in UX (text) form.
-    const r = await cli(['run', '--name', 'bad/name', '--', 'echo', '--json', '--help'], { stateDir });
+    const r = await cli(['run', '--name', 'bad/name', '--', 'echo', '--json', '--help'], {
+      stateDir,
+    });
     assert.equal(r.code, 2);
     assert.match(r.stderr.toString(), /invalid workspace name/);
     assert.equal(r.stdout.toString(), '');

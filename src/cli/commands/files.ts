@@ -5,7 +5,13 @@ import { resolve } from 'node:path';
 import { parseArgs, UsageError, type FlagSpecs } from '../args.js';
 import { table, writeJson, type Output } from '../output.js';
 import { connectWorkspace } from '../../workspace/connect.js';
-import { copyIn, copyOut, getArtifact, listArtifacts, parseGuestLocation } from '../../workspace/files.js';
+import {
+  copyIn,
+  copyOut,
+  getArtifact,
+  listArtifacts,
+  parseGuestLocation,
+} from '../../workspace/files.js';
 import type { CommandSpec } from './workspace.js';
 
 const COMMON: FlagSpecs = {
@@ -28,11 +34,15 @@ const CONNECT_FLAGS: FlagSpecs = {
 
 async function connectMain(argv: string[], out: Output): Promise<number> {
   const { flags, positionals } = parseArgs(argv, CONNECT_FLAGS, {}, CONNECT_USAGE);
-  if (positionals.length !== 1) throw new UsageError('connect needs exactly one NAME', `Usage: ${CONNECT_USAGE}`);
+  if (positionals.length !== 1)
+    throw new UsageError('connect needs exactly one NAME', `Usage: ${CONNECT_USAGE}`);
   const stdin = process.stdin;
   const stdout = out.stdout as NodeJS.WriteStream;
   const interactive = stdin.isTTY === true;
-  const size = (): { rows: number; cols: number } => ({ rows: stdout.rows || 24, cols: stdout.columns || 80 });
+  const size = (): { rows: number; cols: number } => ({
+    rows: stdout.rows || 24,
+    cols: stdout.columns || 80,
+  });
   const { PassThrough } = await import('node:stream');
   const input = new PassThrough();
   let detached = false;
@@ -88,7 +98,11 @@ async function connectMain(argv: string[], out: Output): Promise<number> {
 const CP_USAGE = 'microagent cp SRC DST   (one side is NAME:/guest/path)';
 const CP_FLAGS: FlagSpecs = {
   ...COMMON,
-  mode: { type: 'string', arg: 'OCTAL', help: 'Mode of the file written into the guest (default: the source mode)' },
+  mode: {
+    type: 'string',
+    arg: 'OCTAL',
+    help: 'Mode of the file written into the guest (default: the source mode)',
+  },
 };
 
 async function cpMain(argv: string[], out: Output): Promise<number> {
@@ -98,18 +112,34 @@ async function cpMain(argv: string[], out: Output): Promise<number> {
   const from = parseGuestLocation(src);
   const to = parseGuestLocation(dst);
   if ((from === undefined) === (to === undefined)) {
-    throw new UsageError('exactly one of SRC and DST must be NAME:/guest/path', `Usage: ${CP_USAGE}`);
+    throw new UsageError(
+      'exactly one of SRC and DST must be NAME:/guest/path',
+      `Usage: ${CP_USAGE}`,
+    );
   }
   let mode: number | undefined;
   if (flags.mode !== undefined) {
-    if (!/^[0-7]{3,4}$/.test(flags.mode as string)) throw new UsageError('--mode must be octal, e.g. 644 or 0755');
+    if (!/^[0-7]{3,4}$/.test(flags.mode as string))
+      throw new UsageError('--mode must be octal, e.g. 644 or 0755');
     mode = parseInt(flags.mode as string, 8);
   }
   const result = to
-    ? await copyIn({ ...stateDir(flags), hostPath: resolve(src), to, ...(mode !== undefined ? { mode } : {}) })
-    : await copyOut({ ...stateDir(flags), from: from as NonNullable<typeof from>, hostPath: resolve(dst) });
+    ? await copyIn({
+        ...stateDir(flags),
+        hostPath: resolve(src),
+        to,
+        ...(mode !== undefined ? { mode } : {}),
+      })
+    : await copyOut({
+        ...stateDir(flags),
+        from: from as NonNullable<typeof from>,
+        hostPath: resolve(dst),
+      });
   if (out.json || flags.json === true) writeJson(out, result);
-  else out.stderr.write(`${result.bytes} bytes ${result.direction === 'in' ? 'to' : 'from'} ${result.workspace}:${result.guestPath} (via ${result.via})\n`);
+  else
+    out.stderr.write(
+      `${result.bytes} bytes ${result.direction === 'in' ? 'to' : 'from'} ${result.workspace}:${result.guestPath} (via ${result.via})\n`,
+    );
   return 0;
 }
 
@@ -122,21 +152,43 @@ async function artifactsMain(argv: string[], out: Output): Promise<number> {
     if (!name || !artifact || positionals.length > 4) {
       throw new UsageError('artifacts get needs NAME and OUTPUT', `Usage: ${ARTIFACTS_USAGE}`);
     }
-    const result = await getArtifact({ ...stateDir(flags), name, artifact, hostPath: resolve(dest ?? artifact) });
+    const result = await getArtifact({
+      ...stateDir(flags),
+      name,
+      artifact,
+      hostPath: resolve(dest ?? artifact),
+    });
     if (json) writeJson(out, result);
     else out.stderr.write(`${result.bytes} bytes → ${result.hostPath}\n`);
     return 0;
   }
-  if (positionals.length !== 1) throw new UsageError('artifacts needs NAME', `Usage: ${ARTIFACTS_USAGE}`);
+  if (positionals.length !== 1)
+    throw new UsageError('artifacts needs NAME', `Usage: ${ARTIFACTS_USAGE}`);
   const list = await listArtifacts({ ...stateDir(flags), name: positionals[0] as string });
   if (json) writeJson(out, { artifacts: list });
-  else if (list.length === 0) out.stdout.write('No declared outputs (declare them with create --output NAME=/path).\n');
+  else if (list.length === 0)
+    out.stdout.write('No declared outputs (declare them with create --output NAME=/path).\n');
   else out.stdout.write(table([['NAME', 'PATH'], ...list.map((a) => [a.name, a.path])]) + '\n');
   return 0;
 }
 
 export const FILE_COMMANDS: Record<string, CommandSpec> = {
-  connect: { summary: 'Interactive shell in a running workspace (Ctrl-] detaches)', usage: CONNECT_USAGE, flags: CONNECT_FLAGS, main: connectMain },
-  cp: { summary: 'Copy a file between the host and a workspace', usage: CP_USAGE, flags: CP_FLAGS, main: cpMain },
-  artifacts: { summary: 'List or fetch declared output files', usage: ARTIFACTS_USAGE, flags: COMMON, main: artifactsMain },
+  connect: {
+    summary: 'Interactive shell in a running workspace (Ctrl-] detaches)',
+    usage: CONNECT_USAGE,
+    flags: CONNECT_FLAGS,
+    main: connectMain,
+  },
+  cp: {
+    summary: 'Copy a file between the host and a workspace',
+    usage: CP_USAGE,
+    flags: CP_FLAGS,
+    main: cpMain,
+  },
+  artifacts: {
+    summary: 'List or fetch declared output files',
+    usage: ARTIFACTS_USAGE,
+    flags: COMMON,
+    main: artifactsMain,
+  },
 };

@@ -16,10 +16,25 @@ const COMMON: FlagSpecs = {
 };
 /** Flags shared by run, create and rootfs build for resolving an image. */
 export const IMAGE_FLAGS: FlagSpecs = {
-  platform: { type: 'string', arg: 'OS/ARCH[/VARIANT]', help: 'Platform to pick from an image index (default: this host)' },
-  'insecure-registry': { type: 'strings', arg: 'HOST[:PORT]', help: 'Allow plain HTTP to this registry (repeatable)' },
-  'allow-guest-setuid': { type: 'boolean', help: 'Keep setuid/setgid bits from the image (stripped by default)' },
-  size: { type: 'string', arg: 'SIZE', help: 'Pin the root file system size, e.g. 2G (default: content + headroom)' },
+  platform: {
+    type: 'string',
+    arg: 'OS/ARCH[/VARIANT]',
+    help: 'Platform to pick from an image index (default: this host)',
+  },
+  'insecure-registry': {
+    type: 'strings',
+    arg: 'HOST[:PORT]',
+    help: 'Allow plain HTTP to this registry (repeatable)',
+  },
+  'allow-guest-setuid': {
+    type: 'boolean',
+    help: 'Keep setuid/setgid bits from the image (stripped by default)',
+  },
+  size: {
+    type: 'string',
+    arg: 'SIZE',
+    help: 'Pin the root file system size, e.g. 2G (default: content + headroom)',
+  },
 };
 
 export function imageOptionsFrom(
@@ -37,8 +52,16 @@ export function imageOptionsFrom(
 
 const PULL_FLAGS: FlagSpecs = {
   ...COMMON,
-  platform: { type: 'string', arg: 'OS/ARCH[/VARIANT]', help: 'Platform to pick from an index (default: this host)' },
-  'insecure-registry': { type: 'strings', arg: 'HOST[:PORT]', help: 'Allow plain HTTP to this registry (repeatable)' },
+  platform: {
+    type: 'string',
+    arg: 'OS/ARCH[/VARIANT]',
+    help: 'Platform to pick from an index (default: this host)',
+  },
+  'insecure-registry': {
+    type: 'strings',
+    arg: 'HOST[:PORT]',
+    help: 'Allow plain HTTP to this registry (repeatable)',
+  },
 };
 
 export const IMAGE_USAGE = [
@@ -91,11 +114,14 @@ export function progressRenderer(stream: NodeJS.WriteStream): (e: PullEvent) => 
 
 async function pull(argv: string[], out: Output): Promise<number> {
   const { flags, positionals } = parseArgs(argv, PULL_FLAGS, {}, IMAGE_USAGE);
-  if (positionals.length !== 1) throw new UsageError('image pull needs exactly one REF', `Usage: ${IMAGE_USAGE}`);
+  if (positionals.length !== 1)
+    throw new UsageError('image pull needs exactly one REF', `Usage: ${IMAGE_USAGE}`);
   const tty = (out.stderr as NodeJS.WriteStream).isTTY === true && !json(out, flags);
   const result = await pullImage(paths(flags), positionals[0] as string, {
     ...(flags.platform ? { platform: flags.platform as string } : {}),
-    ...(flags['insecure-registry'] ? { insecureRegistries: flags['insecure-registry'] as string[] } : {}),
+    ...(flags['insecure-registry']
+      ? { insecureRegistries: flags['insecure-registry'] as string[] }
+      : {}),
     ...(tty ? { onProgress: progressRenderer(out.stderr as NodeJS.WriteStream) } : {}),
   });
   const doc = {
@@ -103,7 +129,11 @@ async function pull(argv: string[], out: Output): Promise<number> {
     digest: result.resolvedDigest,
     pinnedReference: result.pinnedReference,
     platform: result.platform,
-    layers: result.layers.map((l) => ({ digest: l.digest, size: l.size, compression: l.compression })),
+    layers: result.layers.map((l) => ({
+      digest: l.digest,
+      size: l.size,
+      compression: l.compression,
+    })),
     totalSize: result.totalSize,
     downloadedBytes: result.downloadedBytes,
   };
@@ -138,7 +168,8 @@ async function list(argv: string[], out: Output): Promise<number> {
 
 async function tag(argv: string[], out: Output): Promise<number> {
   const { flags, positionals } = parseArgs(argv, COMMON, {}, IMAGE_USAGE);
-  if (positionals.length !== 2) throw new UsageError('image tag needs SRC and DST', `Usage: ${IMAGE_USAGE}`);
+  if (positionals.length !== 2)
+    throw new UsageError('image tag needs SRC and DST', `Usage: ${IMAGE_USAGE}`);
   const record = await tagImage(paths(flags), positionals[0] as string, positionals[1] as string);
   if (json(out, flags)) writeJson(out, record);
   else out.stdout.write(`${record.reference} → ${record.digest}\n`);
@@ -147,7 +178,8 @@ async function tag(argv: string[], out: Output): Promise<number> {
 
 async function rm(argv: string[], out: Output): Promise<number> {
   const { flags, positionals } = parseArgs(argv, COMMON, {}, IMAGE_USAGE);
-  if (positionals.length === 0) throw new UsageError('image rm needs a REF', `Usage: ${IMAGE_USAGE}`);
+  if (positionals.length === 0)
+    throw new UsageError('image rm needs a REF', `Usage: ${IMAGE_USAGE}`);
   const removed = [];
   for (const ref of positionals) removed.push(...(await removeImage(paths(flags), ref)));
   if (json(out, flags)) writeJson(out, { removed });
@@ -157,7 +189,9 @@ async function rm(argv: string[], out: Output): Promise<number> {
 
 async function prune(argv: string[], out: Output): Promise<number> {
   const { flags } = parseArgs(argv, COMMON, {}, IMAGE_USAGE);
-  const result = await pruneAll(flags['state-dir'] ? { stateDir: flags['state-dir'] as string } : {});
+  const result = await pruneAll(
+    flags['state-dir'] ? { stateDir: flags['state-dir'] as string } : {},
+  );
   if (json(out, flags)) writeJson(out, result);
   else {
     out.stdout.write(
@@ -183,7 +217,10 @@ async function imageMain(argv: string[], out: Output): Promise<number> {
     case 'prune':
       return prune(rest, out);
     case undefined:
-      throw new UsageError('image needs a subcommand: pull, list, tag, rm or prune', `Usage: ${IMAGE_USAGE}`);
+      throw new UsageError(
+        'image needs a subcommand: pull, list, tag, rm or prune',
+        `Usage: ${IMAGE_USAGE}`,
+      );
     default:
       throw new UsageError(`unknown image subcommand "${sub}"`, `Usage: ${IMAGE_USAGE}`);
   }

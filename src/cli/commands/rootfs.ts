@@ -8,7 +8,8 @@ import { parseMemory } from '../../workspace/profiles.js';
 import { IMAGE_FLAGS, progressRenderer } from './image.js';
 import type { CommandSpec } from './workspace.js';
 
-const USAGE = 'microagent rootfs build IMAGE -o FILE [--allow-mutable] [--allow-guest-setuid] [--size SIZE]';
+const USAGE =
+  'microagent rootfs build IMAGE -o FILE [--allow-mutable] [--allow-guest-setuid] [--size SIZE]';
 const FLAGS: FlagSpecs = {
   json: { type: 'boolean', help: 'Print JSON' },
   'state-dir': { type: 'string', arg: 'DIR', help: 'State directory (default ~/.microagent)' },
@@ -20,10 +21,14 @@ const FLAGS: FlagSpecs = {
 async function rootfsMain(argv: string[], out: Output): Promise<number> {
   const [sub, ...rest] = argv;
   if (sub !== 'build') {
-    throw new UsageError(sub === undefined ? 'rootfs needs a subcommand: build' : `unknown rootfs subcommand "${sub}"`, `Usage: ${USAGE}`);
+    throw new UsageError(
+      sub === undefined ? 'rootfs needs a subcommand: build' : `unknown rootfs subcommand "${sub}"`,
+      `Usage: ${USAGE}`,
+    );
   }
   const { flags, positionals } = parseArgs(rest, FLAGS, {}, USAGE);
-  if (positionals.length !== 1) throw new UsageError('rootfs build needs exactly one IMAGE', `Usage: ${USAGE}`);
+  if (positionals.length !== 1)
+    throw new UsageError('rootfs build needs exactly one IMAGE', `Usage: ${USAGE}`);
   if (!flags.output) throw new UsageError('rootfs build needs -o FILE', `Usage: ${USAGE}`);
   const json = out.json || flags.json === true;
   const tty = (out.stderr as NodeJS.WriteStream).isTTY === true && !json;
@@ -35,7 +40,9 @@ async function rootfsMain(argv: string[], out: Output): Promise<number> {
     ...(flags['allow-guest-setuid'] === true ? { allowGuestSetuid: true } : {}),
     ...(flags.size ? { sizeBytes: parseMemory(flags.size as string) * 1024 * 1024 } : {}),
     ...(flags.platform ? { platform: flags.platform as string } : {}),
-    ...(flags['insecure-registry'] ? { insecureRegistries: flags['insecure-registry'] as string[] } : {}),
+    ...(flags['insecure-registry']
+      ? { insecureRegistries: flags['insecure-registry'] as string[] }
+      : {}),
     ...(tty ? { onPull: progressRenderer(out.stderr as NodeJS.WriteStream) } : {}),
   });
   if (json) writeJson(out, result);

@@ -17,7 +17,8 @@ import { specToRunOptions } from '../../spec/index.js';
 import { NETWORK_FLAGS, networkOptionsFrom } from './network.js';
 import { parseMemory } from '../../workspace/profiles.js';
 
-export const RUN_USAGE = 'microagent run [flags] [--image REF] [--] CMD [ARGS...]  |  microagent run [flags] IMAGE [CMD [ARGS...]]';
+export const RUN_USAGE =
+  'microagent run [flags] [--image REF] [--] CMD [ARGS...]  |  microagent run [flags] IMAGE [CMD [ARGS...]]';
 
 export const RUN_FLAGS: FlagSpecs = {
   image: {
@@ -118,7 +119,8 @@ export async function runMain(argv: string[], out: Output): Promise<number> {
     throw new UsageError('missing the command to run', `Usage: ${RUN_USAGE}`);
   }
   const json = out.json || f.json === true;
-  const accel = ((f.accel as string | undefined) ?? process.env.MICROAGENT_ACCEL ?? 'auto') as 'auto' | 'kvm' | 'tcg';
+  const accel = ((f.accel as string | undefined) ?? process.env.MICROAGENT_ACCEL ?? 'auto') as
+    'auto' | 'kvm' | 'tcg';
   if (accel !== 'auto' && accel !== 'kvm' && accel !== 'tcg') {
     throw new UsageError(`--accel must be auto, kvm or tcg (got "${accel}")`);
   }
@@ -146,49 +148,57 @@ export async function runMain(argv: string[], out: Output): Promise<number> {
       imageOptions: imageOptionsFrom(f, progress ? out.stderr : undefined),
       ...(f.stdin === true ? { stdin: process.stdin } : {}),
       ...(json ? { stdoutLimit: JSON_OUTPUT_LIMIT, stderrLimit: JSON_OUTPUT_LIMIT } : {}),
-      onStdout: json ? (c: Buffer) => void stdoutChunks.push(c) : (c: Buffer) => void out.stdout.write(c),
-      onStderr: json ? (c: Buffer) => void stderrChunks.push(c) : (c: Buffer) => void out.stderr.write(c),
+      onStdout: json
+        ? (c: Buffer) => void stdoutChunks.push(c)
+        : (c: Buffer) => void out.stdout.write(c),
+      onStderr: json
+        ? (c: Buffer) => void stderrChunks.push(c)
+        : (c: Buffer) => void out.stderr.write(c),
       signal: abort.signal,
     };
     if (spec) {
-      const fromSpec = specToRunOptions(spec, { argv: image !== undefined ? [image, ...command] : command, ...common });
+      const fromSpec = specToRunOptions(spec, {
+        argv: image !== undefined ? [image, ...command] : command,
+        ...common,
+      });
       if (fromSpec.argv.length === 0 && fromSpec.image === undefined) {
         throw new UsageError('the spec has no command and none was given', `Usage: ${RUN_USAGE}`);
       }
       result = await runCommand(fromSpec);
-    } else result = await runCommand({
-      argv: command,
-      ...(image !== undefined ? { image } : {}),
-      ...(f.env ? { env: parseKeyValues(f.env as string[], 'env') } : {}),
-      ...(f.label ? { labels: parseKeyValues(f.label as string[], 'label') } : {}),
-      ...(f.cwd ? { cwd: f.cwd as string } : {}),
-      ...(f.user ? { user: f.user as string } : {}),
-      ...(f.timeout ? { timeoutMs: parseDuration(f.timeout as string, 'timeout') } : {}),
-      ...(f['boot-timeout']
-        ? { bootTimeoutMs: parseDuration(f['boot-timeout'] as string, 'boot-timeout') }
-        : {}),
-      keep: f.keep === true,
-      ...(f.name ? { name: f.name as string } : {}),
-      ...(f.profile ? { profile: f.profile as string } : {}),
-      ...(f.cpus ? { cpus: parsePositiveInt(f.cpus as string, 'cpus', 64) } : {}),
-      ...(f.memory ? { memoryMiB: parseMemory(f.memory as string) } : {}),
-      ...(f['state-dir'] ? { stateDir: f['state-dir'] as string } : {}),
-      accel,
-      ...networkOptionsFrom(f),
-      imageOptions: imageOptionsFrom(f, progress ? out.stderr : undefined),
-      ...(f.stdin === true ? { stdin: process.stdin } : {}),
-      ...(json ? { stdoutLimit: JSON_OUTPUT_LIMIT, stderrLimit: JSON_OUTPUT_LIMIT } : {}),
-      onStdout: json ? (c) => stdoutChunks.push(c) : (c) => out.stdout.write(c),
-      onStderr: json ? (c) => stderrChunks.push(c) : (c) => out.stderr.write(c),
-      signal: abort.signal,
-      onProgress: progress
-        ? (e) => {
-            if (e.phase === 'boot') {
-              out.stderr.write(paint(out.stderr, 2, `booting ${e.workspace} (${e.accel})\n`));
+    } else
+      result = await runCommand({
+        argv: command,
+        ...(image !== undefined ? { image } : {}),
+        ...(f.env ? { env: parseKeyValues(f.env as string[], 'env') } : {}),
+        ...(f.label ? { labels: parseKeyValues(f.label as string[], 'label') } : {}),
+        ...(f.cwd ? { cwd: f.cwd as string } : {}),
+        ...(f.user ? { user: f.user as string } : {}),
+        ...(f.timeout ? { timeoutMs: parseDuration(f.timeout as string, 'timeout') } : {}),
+        ...(f['boot-timeout']
+          ? { bootTimeoutMs: parseDuration(f['boot-timeout'] as string, 'boot-timeout') }
+          : {}),
+        keep: f.keep === true,
+        ...(f.name ? { name: f.name as string } : {}),
+        ...(f.profile ? { profile: f.profile as string } : {}),
+        ...(f.cpus ? { cpus: parsePositiveInt(f.cpus as string, 'cpus', 64) } : {}),
+        ...(f.memory ? { memoryMiB: parseMemory(f.memory as string) } : {}),
+        ...(f['state-dir'] ? { stateDir: f['state-dir'] as string } : {}),
+        accel,
+        ...networkOptionsFrom(f),
+        imageOptions: imageOptionsFrom(f, progress ? out.stderr : undefined),
+        ...(f.stdin === true ? { stdin: process.stdin } : {}),
+        ...(json ? { stdoutLimit: JSON_OUTPUT_LIMIT, stderrLimit: JSON_OUTPUT_LIMIT } : {}),
+        onStdout: json ? (c) => stdoutChunks.push(c) : (c) => out.stdout.write(c),
+        onStderr: json ? (c) => stderrChunks.push(c) : (c) => out.stderr.write(c),
+        signal: abort.signal,
+        onProgress: progress
+          ? (e) => {
+              if (e.phase === 'boot') {
+                out.stderr.write(paint(out.stderr, 2, `booting ${e.workspace} (${e.accel})\n`));
+              }
             }
-          }
-        : undefined,
-    });
+          : undefined,
+      });
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);

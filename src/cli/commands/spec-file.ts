@@ -7,7 +7,12 @@ import type { FlagSpecs } from '../args.js';
 import { loadSpec, mergeSpecWithFlags, type Spec } from '../../spec/index.js';
 
 export const FILE_FLAG: FlagSpecs = {
-  file: { type: 'string', short: 'f', arg: 'PATH', help: 'Read settings from a microagent.yaml (flags override it)' },
+  file: {
+    type: 'string',
+    short: 'f',
+    arg: 'PATH',
+    help: 'Read settings from a microagent.yaml (flags override it)',
+  },
 };
 
 /** The spec named by --file merged with the flags, or undefined without --file. */

@@ -60,8 +60,10 @@ function json(out: Output, flags: Record<string, unknown>): boolean {
 }
 
 function oneName(positionals: string[], usage: string): string {
-  if (positionals.length === 0) throw new UsageError('missing the workspace NAME', `Usage: ${usage}`);
-  if (positionals.length > 1) throw new UsageError(`unexpected argument "${positionals[1]}"`, `Usage: ${usage}`);
+  if (positionals.length === 0)
+    throw new UsageError('missing the workspace NAME', `Usage: ${usage}`);
+  if (positionals.length > 1)
+    throw new UsageError(`unexpected argument "${positionals[1]}"`, `Usage: ${usage}`);
   return positionals[0] as string;
 }
 
@@ -70,20 +72,36 @@ function colourState(out: Output, state: string): string {
   return code ? paint(out.stdout, code, state) : state;
 }
 
-function recordResult(out: Output, flags: Record<string, unknown>, record: WorkspaceRecord, verb: string): number {
-  if (json(out, flags)) writeJson(out, { name: record.name, state: record.state, ...(record.stateDetail ? { stateDetail: record.stateDetail } : {}) });
+function recordResult(
+  out: Output,
+  flags: Record<string, unknown>,
+  record: WorkspaceRecord,
+  verb: string,
+): number {
+  if (json(out, flags))
+    writeJson(out, {
+      name: record.name,
+      state: record.state,
+      ...(record.stateDetail ? { stateDetail: record.stateDetail } : {}),
+    });
   else out.stdout.write(`${record.name} ${verb} (${colourState(out, record.state)})\n`);
   return 0;
 }
 
-const CREATE_USAGE = 'microagent create NAME [--image REF] [--profile P|--cpus N|--memory SIZE] [-e K=V] [--setup CMD] [--output NAME=PATH] [--label K=V]';
+const CREATE_USAGE =
+  'microagent create NAME [--image REF] [--profile P|--cpus N|--memory SIZE] [-e K=V] [--setup CMD] [--output NAME=PATH] [--label K=V]';
 const CREATE_FLAGS: FlagSpecs = {
   ...STATE_DIR,
   image: { type: 'string', arg: 'REF', help: 'Image (default: the embedded default image)' },
   profile: { type: 'string', arg: 'NAME', help: 'tiny, small (default), medium, large' },
   cpus: { type: 'string', arg: 'N', help: 'Virtual CPUs (overrides the profile)' },
   memory: { type: 'string', arg: 'SIZE', help: 'Memory, e.g. 512M or 2G (overrides the profile)' },
-  env: { type: 'strings', short: 'e', arg: 'KEY=VALUE', help: 'Environment for every command in the workspace' },
+  env: {
+    type: 'strings',
+    short: 'e',
+    arg: 'KEY=VALUE',
+    help: 'Environment for every command in the workspace',
+  },
   setup: { type: 'strings', arg: 'CMD', help: 'Shell command run once at create (repeatable)' },
   output: { type: 'strings', arg: 'NAME=PATH', help: 'Declare an output file (see artifacts)' },
   label: { type: 'strings', arg: 'KEY=VALUE', help: 'Caller label recorded with the workspace' },
@@ -97,14 +115,20 @@ async function createMain(argv: string[], out: Output): Promise<number> {
   const { flags, positionals } = parseArgs(argv, CREATE_FLAGS, {}, CREATE_USAGE);
   const spec = await specFromFlags(flags);
   if (spec) {
-    if (positionals.length > 1) throw new UsageError(`unexpected argument "${positionals[1]}"`, `Usage: ${CREATE_USAGE}`);
+    if (positionals.length > 1)
+      throw new UsageError(`unexpected argument "${positionals[1]}"`, `Usage: ${CREATE_USAGE}`);
     const record = await createWorkspace(
       specToCreateOptions(spec, {
         ...(positionals[0] !== undefined ? { name: positionals[0] } : {}),
         ...stateDir(flags),
         ...(flags.accel ? { accel: accelFlag(flags.accel as string) } : {}),
-        imageOptions: imageOptionsFrom(flags, (out.stderr as NodeJS.WriteStream).isTTY && !json(out, flags) ? out.stderr : undefined),
-        ...(json(out, flags) ? {} : { onSetupOutput: (_s: string, c: Buffer) => out.stderr.write(c) }),
+        imageOptions: imageOptionsFrom(
+          flags,
+          (out.stderr as NodeJS.WriteStream).isTTY && !json(out, flags) ? out.stderr : undefined,
+        ),
+        ...(json(out, flags)
+          ? {}
+          : { onSetupOutput: (_s: string, c: Buffer) => out.stderr.write(c) }),
       }),
     );
     return recordResult(out, flags, record, 'created');
@@ -123,7 +147,10 @@ async function createMain(argv: string[], out: Output): Promise<number> {
     ...(flags.setup ? { setup: flags.setup as string[] } : {}),
     ...(flags.accel ? { accel: accelFlag(flags.accel as string) } : {}),
     ...networkOptionsFrom(flags),
-    imageOptions: imageOptionsFrom(flags, (out.stderr as NodeJS.WriteStream).isTTY && !json(out, flags) ? out.stderr : undefined),
+    imageOptions: imageOptionsFrom(
+      flags,
+      (out.stderr as NodeJS.WriteStream).isTTY && !json(out, flags) ? out.stderr : undefined,
+    ),
     ...(json(out, flags) ? {} : { onSetupOutput: (_s, c) => out.stderr.write(c) }),
   });
   return recordResult(out, flags, record, 'created');
@@ -141,7 +168,11 @@ const START_FLAGS: FlagSpecs = {
   ...STATE_DIR,
   wait: { type: 'boolean', help: 'After boot, wait until the workspace stops' },
   accel: { type: 'string', arg: 'auto|kvm|tcg', help: 'Accelerator (default auto)' },
-  'boot-timeout': { type: 'string', arg: 'DURATION', help: 'Give up when not ready in time (default 60s)' },
+  'boot-timeout': {
+    type: 'string',
+    arg: 'DURATION',
+    help: 'Give up when not ready in time (default 60s)',
+  },
 };
 
 async function startMain(argv: string[], out: Output): Promise<number> {
@@ -151,7 +182,9 @@ async function startMain(argv: string[], out: Output): Promise<number> {
     name,
     ...stateDir(flags),
     ...(flags.accel ? { accel: accelFlag(flags.accel as string) } : {}),
-    ...(flags['boot-timeout'] ? { bootTimeoutMs: parseDuration(flags['boot-timeout'] as string, 'boot-timeout') } : {}),
+    ...(flags['boot-timeout']
+      ? { bootTimeoutMs: parseDuration(flags['boot-timeout'] as string, 'boot-timeout') }
+      : {}),
   });
   if (flags.wait !== true) return recordResult(out, flags, record, 'started');
   if (!json(out, flags)) out.stderr.write(`${name} started; waiting for it to stop\n`);
@@ -187,7 +220,8 @@ async function execMain(argv: string[], out: Output): Promise<number> {
     positionals = positionals.slice(0, 1);
   }
   const name = oneName(positionals, EXEC_USAGE);
-  if (command.length === 0) throw new UsageError('missing the command to run', `Usage: ${EXEC_USAGE}`);
+  if (command.length === 0)
+    throw new UsageError('missing the command to run', `Usage: ${EXEC_USAGE}`);
   const asJson = json(out, flags);
   const stream = flags.stream === true && !asJson;
   const stdout: Buffer[] = [];
@@ -235,7 +269,10 @@ async function execMain(argv: string[], out: Output): Promise<number> {
 const STATUS_USAGE = 'microagent status NAME';
 async function statusMain(argv: string[], out: Output): Promise<number> {
   const { flags, positionals } = parseArgs(argv, STATE_DIR, {}, STATUS_USAGE);
-  const status = await workspaceStatus({ name: oneName(positionals, STATUS_USAGE), ...stateDir(flags) });
+  const status = await workspaceStatus({
+    name: oneName(positionals, STATUS_USAGE),
+    ...stateDir(flags),
+  });
   if (json(out, flags)) {
     writeJson(out, status);
     return 0;
@@ -245,15 +282,34 @@ async function statusMain(argv: string[], out: Output): Promise<number> {
   out.stdout.write(
     table([
       ['name', status.name],
-      ['state', colourState(out, status.state) + (status.stateDetail ? ` (${status.stateDetail})` : '')],
+      [
+        'state',
+        colourState(out, status.state) + (status.stateDetail ? ` (${status.stateDetail})` : ''),
+      ],
       ['image', `${status.image.ref} (${status.image.key.slice(0, 12)})`],
       ['kernel', status.kernel.version],
-      ['resources', `${status.resources.profile}: ${status.resources.cpus} CPU, ${status.resources.memoryMiB} MiB`],
+      [
+        'resources',
+        `${status.resources.profile}: ${status.resources.cpus} CPU, ${status.resources.memoryMiB} MiB`,
+      ],
       ['network', networkSummary(status.network)],
       ...(status.vm ? [['vm', `pid ${status.vm.qemuPid ?? '?'} (${status.vm.accel})`]] : []),
-      ['ready', `guest ${yes(r.guestReady)}, exec ${yes(r.execReady)}, shell ${yes(r.shellReady)}, result ${yes(r.resultReady)}`],
-      ['verified', status.verification.ok ? 'yes' : `NO: ${status.verification.divergence.map((d) => d.artifact).join(', ')}`],
-      ['labels', Object.entries(status.identity.labels).map(([k, v]) => `${k}=${v}`).join(' ') || '-'],
+      [
+        'ready',
+        `guest ${yes(r.guestReady)}, exec ${yes(r.execReady)}, shell ${yes(r.shellReady)}, result ${yes(r.resultReady)}`,
+      ],
+      [
+        'verified',
+        status.verification.ok
+          ? 'yes'
+          : `NO: ${status.verification.divergence.map((d) => d.artifact).join(', ')}`,
+      ],
+      [
+        'labels',
+        Object.entries(status.identity.labels)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(' ') || '-',
+      ],
     ]) + '\n',
   );
   return 0;
@@ -296,7 +352,8 @@ function simple(
 const DELETE_USAGE = 'microagent delete NAME...';
 async function deleteMain(argv: string[], out: Output): Promise<number> {
   const { flags, positionals } = parseArgs(argv, STATE_DIR, {}, DELETE_USAGE);
-  if (positionals.length === 0) throw new UsageError('missing the workspace NAME', `Usage: ${DELETE_USAGE}`);
+  if (positionals.length === 0)
+    throw new UsageError('missing the workspace NAME', `Usage: ${DELETE_USAGE}`);
   const deleted: string[] = [];
   for (const name of positionals) {
     await deleteWorkspace({ name, ...stateDir(flags) });
@@ -308,7 +365,10 @@ async function deleteMain(argv: string[], out: Output): Promise<number> {
 }
 
 const WAIT_USAGE = 'microagent wait NAME [--timeout DURATION]';
-const WAIT_FLAGS: FlagSpecs = { ...STATE_DIR, timeout: { type: 'string', arg: 'DURATION', help: 'Give up after this long (exit 75)' } };
+const WAIT_FLAGS: FlagSpecs = {
+  ...STATE_DIR,
+  timeout: { type: 'string', arg: 'DURATION', help: 'Give up after this long (exit 75)' },
+};
 async function waitMain(argv: string[], out: Output): Promise<number> {
   const { flags, positionals } = parseArgs(argv, WAIT_FLAGS, {}, WAIT_USAGE);
   const record = await waitWorkspace({
@@ -316,13 +376,20 @@ async function waitMain(argv: string[], out: Output): Promise<number> {
     ...stateDir(flags),
     ...(flags.timeout ? { timeoutMs: parseDuration(flags.timeout as string, 'timeout') } : {}),
   });
-  if (json(out, flags)) writeJson(out, { name: record.name, state: record.state, timedOut: record.timedOut === true });
-  else out.stdout.write(`${record.name} ${colourState(out, record.state)}${record.timedOut ? ' (timed out waiting)' : ''}\n`);
+  if (json(out, flags))
+    writeJson(out, { name: record.name, state: record.state, timedOut: record.timedOut === true });
+  else
+    out.stdout.write(
+      `${record.name} ${colourState(out, record.state)}${record.timedOut ? ' (timed out waiting)' : ''}\n`,
+    );
   if (record.timedOut) return 75;
   return record.state === 'failed' ? 1 : 0;
 }
 
-const FOLLOW: FlagSpecs = { ...STATE_DIR, follow: { type: 'boolean', short: 'f', help: 'Keep printing as it grows' } };
+const FOLLOW: FlagSpecs = {
+  ...STATE_DIR,
+  follow: { type: 'boolean', short: 'f', help: 'Keep printing as it grows' },
+};
 
 async function logsMain(argv: string[], out: Output): Promise<number> {
   const usage = 'microagent logs NAME [--follow]';
@@ -332,7 +399,12 @@ async function logsMain(argv: string[], out: Output): Promise<number> {
     if (json(out, flags)) throw new UsageError('--follow cannot be combined with --json');
     const abort = new AbortController();
     process.once('SIGINT', () => abort.abort());
-    await followLogs({ name, ...stateDir(flags), onData: (c) => out.stdout.write(c), signal: abort.signal });
+    await followLogs({
+      name,
+      ...stateDir(flags),
+      onData: (c) => out.stdout.write(c),
+      signal: abort.signal,
+    });
     return 0;
   }
   const logs = await readLogs({ name, ...stateDir(flags) });
@@ -345,7 +417,8 @@ async function eventsMain(argv: string[], out: Output): Promise<number> {
   const usage = 'microagent events NAME [--follow]';
   const { flags, positionals } = parseArgs(argv, FOLLOW, {}, usage);
   const name = oneName(positionals, usage);
-  const line = (e: { at: string; state: string; detail?: string }): string => `${e.at}  ${e.state.padEnd(8)}  ${e.detail ?? ''}`.trimEnd() + '\n';
+  const line = (e: { at: string; state: string; detail?: string }): string =>
+    `${e.at}  ${e.state.padEnd(8)}  ${e.detail ?? ''}`.trimEnd() + '\n';
   if (flags.follow === true) {
     if (json(out, flags)) throw new UsageError('--follow cannot be combined with --json');
     const abort = new AbortController();
@@ -367,28 +440,111 @@ async function eventsMain(argv: string[], out: Output): Promise<number> {
 async function resultMain(argv: string[], out: Output): Promise<number> {
   const usage = 'microagent result NAME';
   const { flags, positionals } = parseArgs(argv, STATE_DIR, {}, usage);
-  const result = await readWorkspaceResult({ name: oneName(positionals, usage), ...stateDir(flags) });
+  const result = await readWorkspaceResult({
+    name: oneName(positionals, usage),
+    ...stateDir(flags),
+  });
   writeJson(out, result);
   return 0;
 }
 
 export const WORKSPACE_COMMANDS: Record<string, CommandSpec> = {
-  create: { summary: 'Create a persistent workspace (prepared, not running)', usage: CREATE_USAGE, flags: CREATE_FLAGS, main: createMain },
-  start: { summary: 'Boot a workspace from its disk', usage: START_USAGE, flags: START_FLAGS, main: startMain },
-  exec: { summary: 'Run a command in a running workspace', usage: EXEC_USAGE, flags: EXEC_FLAGS, main: execMain },
-  status: { summary: 'Show one workspace: state, readiness, verification', usage: STATUS_USAGE, flags: STATE_DIR, main: statusMain },
-  list: { summary: 'List workspaces', usage: LIST_USAGE, flags: STATE_DIR, main: listCommand(false) },
-  ps: { summary: 'List live workspaces', usage: 'microagent ps', flags: STATE_DIR, main: listCommand(true) },
-  halt: { summary: 'Power off cleanly, keeping the disk', usage: 'microagent halt NAME', flags: STATE_DIR, main: simple('halt', 'halted', haltWorkspace) },
-  stop: { summary: 'Ask the guest to stop (5 s, no escalation)', usage: 'microagent stop NAME', flags: STATE_DIR, main: simple('stop', 'stopped', stopWorkspace) },
-  kill: { summary: 'Hard stop of the VM', usage: 'microagent kill NAME', flags: STATE_DIR, main: simple('kill', 'killed', killWorkspace) },
-  pause: { summary: 'Freeze the vCPUs', usage: 'microagent pause NAME', flags: STATE_DIR, main: simple('pause', 'paused', pauseWorkspace) },
-  resume: { summary: 'Thaw a paused workspace', usage: 'microagent resume NAME', flags: STATE_DIR, main: simple('resume', 'resumed', resumeWorkspace) },
-  delete: { summary: 'Remove workspaces that are not running', usage: DELETE_USAGE, flags: STATE_DIR, main: deleteMain },
-  wait: { summary: 'Wait until a workspace stops', usage: WAIT_USAGE, flags: WAIT_FLAGS, main: waitMain },
-  logs: { summary: 'Serial console of the current or last boot', usage: 'microagent logs NAME [--follow]', flags: FOLLOW, main: logsMain },
-  events: { summary: 'State changes of a workspace', usage: 'microagent events NAME [--follow]', flags: FOLLOW, main: eventsMain },
-  result: { summary: 'The recorded result of the last run', usage: 'microagent result NAME', flags: STATE_DIR, main: resultMain },
+  create: {
+    summary: 'Create a persistent workspace (prepared, not running)',
+    usage: CREATE_USAGE,
+    flags: CREATE_FLAGS,
+    main: createMain,
+  },
+  start: {
+    summary: 'Boot a workspace from its disk',
+    usage: START_USAGE,
+    flags: START_FLAGS,
+    main: startMain,
+  },
+  exec: {
+    summary: 'Run a command in a running workspace',
+    usage: EXEC_USAGE,
+    flags: EXEC_FLAGS,
+    main: execMain,
+  },
+  status: {
+    summary: 'Show one workspace: state, readiness, verification',
+    usage: STATUS_USAGE,
+    flags: STATE_DIR,
+    main: statusMain,
+  },
+  list: {
+    summary: 'List workspaces',
+    usage: LIST_USAGE,
+    flags: STATE_DIR,
+    main: listCommand(false),
+  },
+  ps: {
+    summary: 'List live workspaces',
+    usage: 'microagent ps',
+    flags: STATE_DIR,
+    main: listCommand(true),
+  },
+  halt: {
+    summary: 'Power off cleanly, keeping the disk',
+    usage: 'microagent halt NAME',
+    flags: STATE_DIR,
+    main: simple('halt', 'halted', haltWorkspace),
+  },
+  stop: {
+    summary: 'Ask the guest to stop (5 s, no escalation)',
+    usage: 'microagent stop NAME',
+    flags: STATE_DIR,
+    main: simple('stop', 'stopped', stopWorkspace),
+  },
+  kill: {
+    summary: 'Hard stop of the VM',
+    usage: 'microagent kill NAME',
+    flags: STATE_DIR,
+    main: simple('kill', 'killed', killWorkspace),
+  },
+  pause: {
+    summary: 'Freeze the vCPUs',
+    usage: 'microagent pause NAME',
+    flags: STATE_DIR,
+    main: simple('pause', 'paused', pauseWorkspace),
+  },
+  resume: {
+    summary: 'Thaw a paused workspace',
+    usage: 'microagent resume NAME',
+    flags: STATE_DIR,
+    main: simple('resume', 'resumed', resumeWorkspace),
+  },
+  delete: {
+    summary: 'Remove workspaces that are not running',
+    usage: DELETE_USAGE,
+    flags: STATE_DIR,
+    main: deleteMain,
+  },
+  wait: {
+    summary: 'Wait until a workspace stops',
+    usage: WAIT_USAGE,
+    flags: WAIT_FLAGS,
+    main: waitMain,
+  },
+  logs: {
+    summary: 'Serial console of the current or last boot',
+    usage: 'microagent logs NAME [--follow]',
+    flags: FOLLOW,
+    main: logsMain,
+  },
+  events: {
+    summary: 'State changes of a workspace',
+    usage: 'microagent events NAME [--follow]',
+    flags: FOLLOW,
+    main: eventsMain,
+  },
+  result: {
+    summary: 'The recorded result of the last run',
+    usage: 'microagent result NAME',
+    flags: STATE_DIR,
+    main: resultMain,
+  },
 };
 
 export const ALIASES: Record<string, string> = { inspect: 'status', ls: 'list', rm: 'delete' };
