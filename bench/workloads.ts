@@ -84,7 +84,11 @@ export async function benchImages(iterations: number): Promise<void> {
     let size = 0;
     for (let i = 0; i < iterations; i++) {
       // Baseline: the obvious pipeline with the standard tools.
-      const b = join(dir, `base-${i}`);
+      // (given the same advantage microagent takes: unpack on tmpfs)
+      const b = join(
+        existsSync('/dev/shm') ? '/dev/shm' : dir,
+        `ma-bench-base-${process.pid}-${i}`,
+      );
       await mkdir(b);
       let t0 = performance.now();
       await exec('skopeo', [
@@ -105,11 +109,12 @@ export async function benchImages(iterations: number): Promise<void> {
         'ext4',
         '-d',
         `${b}/bundle/rootfs`,
-        `${b}/rootfs.ext4`,
+        join(dir, `tools-${i}.ext4`),
         `${mib}M`,
       ]);
       theirs.push(performance.now() - t0);
       await rm(b, { recursive: true, force: true });
+      await rm(join(dir, `tools-${i}.ext4`), { force: true });
 
       // microagent: cold (empty state dir), pull + build.
       const stateDir = join(dir, `state-${i}`);

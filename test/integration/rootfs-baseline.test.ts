@@ -178,8 +178,11 @@ describe('rootfs baseline cache', { skip }, () => {
         await mkdir(mnt);
         await run(['mount', '-t', 'tmpfs', '-o', 'size=20m,mode=0700', 'tmpfs', mnt]);
         small = new StatePaths(join(mnt, 'state'));
+        // Stage on the small disk too (not /dev/shm), as on a host without tmpfs.
+        process.env.MICROAGENT_STAGING_DIR = small.tmp;
       });
       after(async () => {
+        delete process.env.MICROAGENT_STAGING_DIR;
         await run(['umount', mnt], { allowFailure: true });
       });
 
