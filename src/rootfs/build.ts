@@ -4,11 +4,12 @@
  * then replay the metadata ledger with one `debugfs -w` run. docs/rootfs.md
  * explains the model.
  */
-import { lstat, mkdir, mkdtemp, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { MicroagentError } from '../errors.js';
 import { BUILD, type StatePaths } from '../paths.js';
+import { isAlive, procStat } from '../proc/spawn.js';
 import { debugfsWrite, mkfsExt4 } from '../image/e2fs.js';
 import { ensurePrivateDir, sha256 } from '../util/fs.js';
 import { ledgerCommands, Staging, type LayerStats, type RejectedEntry } from './apply.js';
@@ -100,6 +101,45 @@ async function stagingParent(
   return paths.tmp;
 }
 
+const STAGING_PREFIX = 'microagent-rootfs-';
+const STAGING_OWNER = 'owner.json';
+
+function ownerStamp(): { pid: number; startTime: number } {
+  return { pid: process.pid, startTime: procStat(process.pid)?.startTime ?? 0 };
+}
+
+/**
+ * Removes staging trees left by builds that died (a crash skips their
+ * clean-up; on tmpfs they would hold RAM until reboot). A tree belongs to the
+ * process named in its owner.json; one whose owner is gone is removed.
+ */
+async function reapStaleStaging(parent: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(parent);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(STAGING_PREFIX)) continue;
+    const dir = join(parent, name);
+    try {
+      const owner = JSON.parse(await readFile(join(dir, STAGING_OWNER), 'utf8')) as {
+        pid: number;
+        startTime: number;
+      };
+      const alive = isAlive(owner.pid) && procStat(owner.pid)?.startTime === owner.startTime;
+      if (alive) continue;
+    } catch {
+      // No readable owner: only trees older than an hour (a build may be
+      // between mkdtemp and writing its owner file).
+      const st = await lstat(dir).catch(() => undefined);
+      if (st === undefined || Date.now() - st.mtimeMs < 3_600_000) continue;
+    }
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
 /** Directories every guest needs; created (root:root) when the image lacks them. */
 const GUEST_DIRS: ReadonlyArray<[string, number]> = [
   ['proc', 0o555],
@@ -153,7 +193,10 @@ export async function buildRootfs(
   let out: string | undefined;
   try {
     await ensurePrivateDir(paths.tmp);
-    work = await mkdtemp(join(await stagingParent(paths, input.layers), 'microagent-rootfs-'));
+    const parent = await stagingParent(paths, input.layers);
+    await reapStaleStaging(parent);
+    work = await mkdtemp(join(parent, STAGING_PREFIX));
+    await writeFile(join(work, STAGING_OWNER), JSON.stringify(ownerStamp()), { mode: 0o600 });
     out = options.outPath ?? join(paths.tmp, `rootfs-${randomBytes(6).toString('hex')}.ext4`);
 
     // 1. Stage the layers, lowest first.
