@@ -23,7 +23,13 @@ import {
   type WorkspaceState,
 } from './record.js';
 import { assertTransition, TERMINAL_STATES } from './states.js';
-import { loadWorkspace, readVmStatus, vmAlive, type LoadedWorkspace } from './store.js';
+import {
+  loadWorkspace,
+  readVmStatus,
+  vmAlive,
+  writeOwnerStamp,
+  type LoadedWorkspace,
+} from './store.js';
 import { verifyWorkspace, type Verification } from './verify.js';
 import {
   killVm,
@@ -130,6 +136,7 @@ export async function createWorkspace(options: CreateOptions): Promise<Workspace
     }
     throw err;
   }
+  await writeOwnerStamp(ws); // reaped by listings if we die before the record exists
   // Nobody else may start or delete the workspace while it is being created.
   const lock = await acquireLock(ws.lock, name, 'create');
   try {

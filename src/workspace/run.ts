@@ -14,6 +14,7 @@ import { ensurePrivateDir, writeJsonAtomic } from '../util/fs.js';
 import { generateRunName, validateWorkspaceName } from './names.js';
 import { resolveResources, type Resources } from './profiles.js';
 import { appendEvent, writeRecord, type Identity, type WorkspaceRecord } from './record.js';
+import { writeOwnerStamp } from './store.js';
 import { prepareBoot, startVm, stopVm, killVm, type BootPlan } from './vm.js';
 import { checkPublishedPorts, resolveNetwork, type NetworkOptions } from './network.js';
 import {
@@ -121,6 +122,9 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     }
     throw err;
   }
+  // Until its record and VM exist, the directory is only ours by this stamp:
+  // if this process dies while preparing, listWorkspaces reaps it.
+  await writeOwnerStamp(ws);
 
   const identity: Identity = {
     requestId: `req-${Date.now().toString(36)}-${process.pid}`,

@@ -5,11 +5,11 @@
  * corrected and the change is appended as an event, so a dead VM is never
  * reported as a ghost `running`.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { VmStatusSchema, type VmStatus } from '../vmkit/schema.js';
 import type { StatePaths, WorkspacePaths } from '../paths.js';
-import { isAlive } from '../proc/spawn.js';
+import { isAlive, procStat } from '../proc/spawn.js';
 import { acquireLock } from './lock.js';
 import { validateWorkspaceName } from './names.js';
 import {
@@ -135,6 +135,38 @@ async function reconcile(
   }
 }
 
+const OWNER_STAMP = 'owner.json';
+
+/** Marks a workspace directory that has no record yet as this process's. */
+export async function writeOwnerStamp(ws: WorkspacePaths): Promise<void> {
+  const me = { pid: process.pid, startTime: procStat(process.pid)?.startTime ?? 0 };
+  await writeFile(join(ws.dir, OWNER_STAMP), JSON.stringify(me), { mode: 0o600 });
+}
+
+/**
+ * Removes a directory without a record whose creator is gone (a `run`
+ * killed while it prepared its image). True when it was removed.
+ */
+async function reapOrphan(ws: WorkspacePaths): Promise<boolean> {
+  try {
+    await stat(ws.record);
+    return false; // has a record: a real workspace
+  } catch {
+    // no record
+  }
+  try {
+    const owner = JSON.parse(await readFile(join(ws.dir, OWNER_STAMP), 'utf8')) as {
+      pid: number;
+      startTime: number;
+    };
+    if (isAlive(owner.pid) && procStat(owner.pid)?.startTime === owner.startTime) return false;
+  } catch {
+    return false; // not ours to judge
+  }
+  await rm(ws.dir, { recursive: true, force: true });
+  return true;
+}
+
 /** Every workspace in the state directory, reconciled, sorted by name. */
 export async function listWorkspaces(paths: StatePaths): Promise<LoadedWorkspace[]> {
   let names: string[];
@@ -145,6 +177,7 @@ export async function listWorkspaces(paths: StatePaths): Promise<LoadedWorkspace
   }
   const out: LoadedWorkspace[] = [];
   for (const name of names.sort()) {
+    if (await reapOrphan(paths.workspace(name)).catch(() => false)) continue;
     try {
       out.push(await loadWorkspace(paths, name));
     } catch {
