@@ -17,19 +17,13 @@ import { chooseAccel, realHostProbe } from '../src/supervisors/qemu/accel.js';
 import { buildQemuArgs } from '../src/supervisors/qemu/qemu-args.js';
 import { ensurePrivateDir } from '../src/util/fs.js';
 import { PROFILES, DEFAULT_PROFILE } from '../src/workspace/profiles.js';
-import { benchImages, benchWorkspace } from './workloads.js';
+import { benchImages, benchWorkspace, median } from './workloads.js';
 import { benchNetwork } from './network.js';
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 5);
 const STATE_DIR =
   process.env.MICROAGENT_BENCH_STATE_DIR ?? join(PACKAGE_ROOT, '.local', 'bench-state');
 const CLI = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
-
-function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
-}
 
 function timeProcess(
   argv: string[],

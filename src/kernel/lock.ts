@@ -6,7 +6,7 @@
 import { open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { MicroagentError } from '../errors.js';
-import { isAlive, procStat, sleep } from '../proc/spawn.js';
+import { currentProcess, processAlive, sleep } from '../proc/spawn.js';
 import { ensurePrivateDir } from '../util/fs.js';
 import { dirname } from 'node:path';
 
@@ -34,7 +34,7 @@ export async function withLock<T>(
 /** True while some live process holds the lock at path. */
 export async function isLocked(path: string): Promise<boolean> {
   const owner = await readOwner(path);
-  return owner !== undefined && !isStale(owner);
+  return owner !== undefined && processAlive(owner);
 }
 
 /** Waits until nobody holds the lock (or the timeout passes); false on timeout. */
@@ -50,7 +50,7 @@ export async function waitUnlocked(path: string, timeoutMs: number): Promise<boo
 async function acquire(path: string, options: LockOptions): Promise<void> {
   await ensurePrivateDir(dirname(path));
   const deadline = Date.now() + (options.timeoutMs ?? 10 * 60_000);
-  const me = JSON.stringify({ pid: process.pid, startTime: procStat(process.pid)?.startTime ?? 0 });
+  const me = JSON.stringify(currentProcess());
   for (;;) {
     try {
       const handle = await open(path, 'wx', 0o600);
@@ -66,7 +66,7 @@ async function acquire(path: string, options: LockOptions): Promise<void> {
     const owner = await readOwner(path);
     // An unreadable lock file is either half-written (its owner is between
     // open and write) or left by a crash in that instant: stale once old.
-    const stale = owner === undefined ? await olderThan(path, 2000) : isStale(owner);
+    const stale = owner === undefined ? await olderThan(path, 2000) : !processAlive(owner);
     if (stale) {
       // Break a stale lock by renaming it away: of several breakers only one
       // rename succeeds, so nobody deletes a lock someone else just took.
@@ -106,12 +106,6 @@ async function readOwner(path: string): Promise<Owner | undefined> {
     // Missing, empty or half-written.
   }
   return undefined;
-}
-
-function isStale(owner: Owner): boolean {
-  if (!isAlive(owner.pid)) return true;
-  const stat = procStat(owner.pid);
-  return stat !== undefined && owner.startTime !== 0 && stat.startTime !== owner.startTime;
 }
 
 async function olderThan(path: string, ms: number): Promise<boolean> {

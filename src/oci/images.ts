@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { MicroagentError } from '../errors.js';
 import type { StatePaths } from '../paths.js';
-import { isAlive, procStat } from '../proc/spawn.js';
+import { currentProcess, processAlive } from '../proc/spawn.js';
 import { ensurePrivateDir, writeJsonAtomic } from '../util/fs.js';
 import { blobLockPath, listBlobs, listPartials, removeBlob } from './blobs.js';
 import { withImageLock } from './lock.js';
@@ -243,8 +243,11 @@ export async function pruneImages(
 
 async function lockHeld(path: string): Promise<boolean> {
   try {
-    const owner = JSON.parse(await readFile(path, 'utf8')) as { pid?: number };
-    return typeof owner.pid === 'number' && isAlive(owner.pid);
+    const owner = JSON.parse(await readFile(path, 'utf8')) as { pid?: number; startTime?: number };
+    return (
+      typeof owner.pid === 'number' &&
+      processAlive({ pid: owner.pid, startTime: owner.startTime ?? 0 })
+    );
   } catch {
     return false;
   }
@@ -263,7 +266,7 @@ const PinSchema = z
  */
 export async function pinBlobs(paths: StatePaths, digests: string[]): Promise<() => Promise<void>> {
   await ensurePrivateDir(paths.imagePins);
-  const startTime = procStat(process.pid)?.startTime ?? 0;
+  const { startTime } = currentProcess();
   const file = join(
     paths.imagePins,
     `${process.pid}-${startTime}-${Math.random().toString(36).slice(2, 10)}.json`,
@@ -286,9 +289,7 @@ async function livePins(paths: StatePaths): Promise<string[]> {
     const file = join(paths.imagePins, name);
     try {
       const pin = PinSchema.parse(JSON.parse(await readFile(file, 'utf8')));
-      const live =
-        isAlive(pin.pid) && (pin.startTime === 0 || procStat(pin.pid)?.startTime === pin.startTime);
-      if (live) out.push(...pin.digests);
+      if (processAlive(pin)) out.push(...pin.digests);
       else await rm(file, { force: true });
     } catch {
       await rm(file, { force: true });

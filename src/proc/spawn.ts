@@ -246,6 +246,29 @@ export function procStat(pid: number): ProcStat | undefined {
   }
 }
 
+/** A process named so that a reused pid is not mistaken for it. */
+export interface ProcessIdentity {
+  pid: number;
+  /** From /proc/<pid>/stat; 0 when it could not be read (the pid alone decides). */
+  startTime: number;
+}
+
+/** This process's identity, for owner stamps, locks and leases. */
+export function currentProcess(): ProcessIdentity {
+  return { pid: process.pid, startTime: procStat(process.pid)?.startTime ?? 0 };
+}
+
+/**
+ * True while the process p names still runs: its pid is alive and not a
+ * zombie, and it has the same start time (a reused pid is another process).
+ */
+export function processAlive(p: ProcessIdentity): boolean {
+  if (!isAlive(p.pid)) return false;
+  if (p.startTime === 0) return true;
+  const stat = procStat(p.pid);
+  return stat === undefined || stat.startTime === p.startTime;
+}
+
 function readFileSyncSafe(path: string): string | undefined {
   try {
     return readFileSync(path, 'utf8');

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { MicroagentError } from '../errors.js';
 import { BUILD, type StatePaths } from '../paths.js';
-import { isAlive, procStat } from '../proc/spawn.js';
+import { currentProcess, processAlive, type ProcessIdentity } from '../proc/spawn.js';
 import { debugfsWrite, mkfsExt4 } from '../image/e2fs.js';
 import { ensurePrivateDir, sha256 } from '../util/fs.js';
 import { ledgerCommands, Staging, type LayerStats, type RejectedEntry } from './apply.js';
@@ -104,10 +104,6 @@ async function stagingParent(
 const STAGING_PREFIX = 'microagent-rootfs-';
 const STAGING_OWNER = 'owner.json';
 
-function ownerStamp(): { pid: number; startTime: number } {
-  return { pid: process.pid, startTime: procStat(process.pid)?.startTime ?? 0 };
-}
-
 /**
  * Removes staging trees left by builds that died (a crash skips their
  * clean-up; on tmpfs they would hold RAM until reboot). A tree belongs to the
@@ -124,12 +120,8 @@ async function reapStaleStaging(parent: string): Promise<void> {
     if (!name.startsWith(STAGING_PREFIX)) continue;
     const dir = join(parent, name);
     try {
-      const owner = JSON.parse(await readFile(join(dir, STAGING_OWNER), 'utf8')) as {
-        pid: number;
-        startTime: number;
-      };
-      const alive = isAlive(owner.pid) && procStat(owner.pid)?.startTime === owner.startTime;
-      if (alive) continue;
+      const owner = JSON.parse(await readFile(join(dir, STAGING_OWNER), 'utf8')) as ProcessIdentity;
+      if (processAlive(owner)) continue;
     } catch {
       // No readable owner: only trees older than an hour (a build may be
       // between mkdtemp and writing its owner file).
@@ -196,7 +188,7 @@ export async function buildRootfs(
     const parent = await stagingParent(paths, input.layers);
     await reapStaleStaging(parent);
     work = await mkdtemp(join(parent, STAGING_PREFIX));
-    await writeFile(join(work, STAGING_OWNER), JSON.stringify(ownerStamp()), { mode: 0o600 });
+    await writeFile(join(work, STAGING_OWNER), JSON.stringify(currentProcess()), { mode: 0o600 });
     out = options.outPath ?? join(paths.tmp, `rootfs-${randomBytes(6).toString('hex')}.ext4`);
 
     // 1. Stage the layers, lowest first.

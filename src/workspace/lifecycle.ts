@@ -4,21 +4,20 @@
  * is checked against the state table (states.ts), written atomically and
  * appended to the event log.
  */
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { MicroagentError, toMicroagentError } from '../errors.js';
 import { execInGuest } from '../guest/exec-client.js';
 import type { ExecExit } from '../guest/protocol.js';
-import { prepareBootKernel } from '../kernel/index.js';
+import { prepareBootKernel, type BootKernel } from '../kernel/index.js';
 import { StatePaths, type WorkspacePaths } from '../paths.js';
-import { ensurePrivateDir } from '../util/fs.js';
 import { acquireLock } from './lock.js';
 import { validateWorkspaceName } from './names.js';
 import { resolveResources } from './profiles.js';
 import {
   appendEvent,
+  newIdentity,
   writeRecord,
-  type Identity,
   type WorkspaceRecord,
   type WorkspaceState,
 } from './record.js';
@@ -26,8 +25,8 @@ import { assertTransition, TERMINAL_STATES } from './states.js';
 import {
   loadWorkspace,
   readVmStatus,
+  claimWorkspaceDir,
   vmAlive,
-  writeOwnerStamp,
   type LoadedWorkspace,
 } from './store.js';
 import { verifyWorkspace, type Verification } from './verify.js';
@@ -72,16 +71,6 @@ export interface CreateOptions {
   onSetupOutput?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
 }
 
-function newIdentity(name: string, labels: Record<string, string> = {}): Identity {
-  return {
-    requestId: `req-${Date.now().toString(36)}-${process.pid}`,
-    runtimeId: name,
-    role: 'workload',
-    backend: 'qemu',
-    labels,
-  };
-}
-
 /** Records a state change: the record (atomically) and one event. */
 async function transition(
   ws: WorkspacePaths,
@@ -123,20 +112,7 @@ export async function createWorkspace(options: CreateOptions): Promise<Workspace
   // Only a setup boot publishes ports at create; `start` checks again.
   if (options.setup && options.setup.length > 0) await checkPublishedPorts(network);
   const paths = new StatePaths(options.stateDir);
-  const ws = paths.workspace(name);
-  ws.checkSocketPaths();
-  await ensurePrivateDir(paths.workspaces);
-  try {
-    await mkdir(ws.dir, { mode: 0o700 });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-      throw new MicroagentError('WORKSPACE_EXISTS', `workspace ${name} already exists`, {
-        data: { name },
-      });
-    }
-    throw err;
-  }
-  await writeOwnerStamp(ws); // reaped by listings if we die before the record exists
+  const ws = await claimWorkspaceDir(paths, name);
   // Nobody else may start or delete the workspace while it is being created.
   const lock = await acquireLock(ws.lock, name, 'create');
   try {
@@ -237,7 +213,10 @@ export async function startWorkspace(options: StartOptions): Promise<WorkspaceRe
   await using _lock = await acquireLock(ws.lock, options.name, 'start');
   const { record } = await loadWorkspace(paths, options.name, { holdsLock: true });
   assertTransition('start', record.state, record.name);
-  const verification = await verifyWorkspace(paths, record);
+  // Verified against its manifest (cache-aware); its hashes then stand in
+  // for re-hashing the same files when comparing with the record.
+  const kernel = await prepareBootKernel(paths, { id: record.kernel.id });
+  const verification = await verifyWorkspace(paths, record, kernel);
   if (!verification.ok) {
     throw new MicroagentError(
       'VERIFICATION_FAILED',
@@ -247,7 +226,7 @@ export async function startWorkspace(options: StartOptions): Promise<WorkspaceRe
       { data: { verification } },
     );
   }
-  return await bootWorkspace(paths, ws, record, options);
+  return await bootWorkspace(paths, ws, record, options, kernel);
 }
 
 /** Boots (the caller holds the lock) and waits until exec works. */
@@ -256,12 +235,13 @@ async function bootWorkspace(
   ws: WorkspacePaths,
   record: WorkspaceRecord,
   options: { accel?: 'auto' | 'kvm' | 'tcg'; bootTimeoutMs?: number },
+  verifiedKernel?: BootKernel,
 ): Promise<WorkspaceRecord> {
-  // The kernel is verified against its manifest again right before boot.
   const network = networkOf(record);
   // A taken published port fails here, before the state changes or anything boots.
   await checkPublishedPorts(network);
-  const kernel = await prepareBootKernel(paths, { id: record.kernel.id });
+  // The kernel is verified against its manifest right before boot.
+  const kernel = verifiedKernel ?? (await prepareBootKernel(paths, { id: record.kernel.id }));
   await rm(ws.runtime, { recursive: true, force: true });
   await writeBootConfig(ws, record.name, { ...record.image.defaults?.env, ...record.env }, network);
   let current = await transition(ws, record, 'starting');

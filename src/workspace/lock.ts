@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { link, readFile, rm, writeFile } from 'node:fs/promises';
 import { MicroagentError } from '../errors.js';
-import { isAlive, procStat } from '../proc/spawn.js';
+import { currentProcess, processAlive } from '../proc/spawn.js';
 
 interface LockOwner {
   pid: number;
@@ -28,11 +28,7 @@ export async function acquireLock(
   name: string,
   operation: string,
 ): Promise<WorkspaceLock> {
-  const me: LockOwner = {
-    pid: process.pid,
-    startTime: procStat(process.pid)?.startTime ?? 0,
-    operation,
-  };
+  const me: LockOwner = { ...currentProcess(), operation };
   for (let attempt = 0; attempt < 3; attempt++) {
     // Write the owner to a private file, then link it into place: the lock
     // appears atomically with its content, so no reader sees it half-written.
@@ -53,7 +49,7 @@ export async function acquireLock(
       await rm(tmp, { force: true });
     }
     const holder = await readOwner(path);
-    if (holder && ownerAlive(holder)) {
+    if (holder && processAlive(holder)) {
       throw new MicroagentError(
         'WORKSPACE_BUSY',
         `workspace ${name} is busy: another process (pid ${holder.pid}) is running "${holder.operation}"`,
@@ -76,10 +72,4 @@ async function readOwner(path: string): Promise<LockOwner | undefined> {
   } catch {
     return undefined;
   }
-}
-
-function ownerAlive(owner: LockOwner): boolean {
-  if (!isAlive(owner.pid)) return false;
-  const stat = procStat(owner.pid);
-  return stat === undefined || owner.startTime === 0 || stat.startTime === owner.startTime;
 }

@@ -34,6 +34,17 @@ export const IdentitySchema = z
   .strict();
 export type Identity = z.infer<typeof IdentitySchema>;
 
+/** The identity of a new workspace; callers' labels are recorded, never judged. */
+export function newIdentity(name: string, labels: Record<string, string> = {}): Identity {
+  return {
+    requestId: `req-${Date.now().toString(36)}-${process.pid}`,
+    runtimeId: name,
+    role: 'workload',
+    backend: 'qemu',
+    labels,
+  };
+}
+
 export const WorkspaceRecordSchema = z
   .object({
     v: z.literal(1),

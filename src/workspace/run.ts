@@ -4,17 +4,17 @@
  * `keep`). Nothing is left behind on failure, and the per-workspace monitor
  * tears the VM down by itself if this process dies (owner lease).
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { MicroagentError, toMicroagentError } from '../errors.js';
 import { execInGuest } from '../guest/exec-client.js';
 import type { ExecExit } from '../guest/protocol.js';
 import { StatePaths } from '../paths.js';
-import { ensurePrivateDir, writeJsonAtomic } from '../util/fs.js';
+import { writeJsonAtomic } from '../util/fs.js';
 import { generateRunName, validateWorkspaceName } from './names.js';
 import { resolveResources, type Resources } from './profiles.js';
-import { appendEvent, writeRecord, type Identity, type WorkspaceRecord } from './record.js';
-import { writeOwnerStamp } from './store.js';
+import { appendEvent, newIdentity, writeRecord, type WorkspaceRecord } from './record.js';
+import { claimWorkspaceDir } from './store.js';
 import { prepareBoot, startVm, stopVm, killVm, type BootPlan } from './vm.js';
 import { checkPublishedPorts, resolveNetwork, type NetworkOptions } from './network.js';
 import {
@@ -109,30 +109,8 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   await checkPublishedPorts(network); // PORT_IN_USE before anything is prepared or booted
   const paths = new StatePaths(options.stateDir);
   const name = options.name === undefined ? generateRunName() : validateWorkspaceName(options.name);
-  const ws = paths.workspace(name);
-  ws.checkSocketPaths();
-  await ensurePrivateDir(paths.workspaces);
-  try {
-    await mkdir(ws.dir, { mode: 0o700 }); // not recursive: fails if the name is taken
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
-      throw new MicroagentError('WORKSPACE_EXISTS', `workspace ${name} already exists`, {
-        data: { name },
-      });
-    }
-    throw err;
-  }
-  // Until its record and VM exist, the directory is only ours by this stamp:
-  // if this process dies while preparing, listWorkspaces reaps it.
-  await writeOwnerStamp(ws);
-
-  const identity: Identity = {
-    requestId: `req-${Date.now().toString(36)}-${process.pid}`,
-    runtimeId: name,
-    role: 'workload',
-    backend: 'qemu',
-    labels: options.labels ?? {},
-  };
+  const ws = await claimWorkspaceDir(paths, name);
+  const identity = newIdentity(name, options.labels);
   const keep = options.keep === true;
   let started = false;
   let argv: string[] = options.argv;

@@ -5,11 +5,13 @@
  * corrected and the change is appended as an event, so a dead VM is never
  * reported as a ghost `running`.
  */
-import { readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { MicroagentError } from '../errors.js';
+import { ensurePrivateDir } from '../util/fs.js';
 import { join } from 'node:path';
 import { VmStatusSchema, type VmStatus } from '../vmkit/schema.js';
 import type { StatePaths, WorkspacePaths } from '../paths.js';
-import { isAlive, procStat } from '../proc/spawn.js';
+import { currentProcess, isAlive, processAlive, type ProcessIdentity } from '../proc/spawn.js';
 import { acquireLock } from './lock.js';
 import { validateWorkspaceName } from './names.js';
 import {
@@ -137,10 +139,32 @@ async function reconcile(
 
 const OWNER_STAMP = 'owner.json';
 
+/**
+ * Creates the directory of a new workspace: fails with WORKSPACE_EXISTS when
+ * the name is taken (mkdir is the atomic claim), and stamps it as this
+ * process's until its record exists, so listings reap it if we die first.
+ */
+export async function claimWorkspaceDir(paths: StatePaths, name: string): Promise<WorkspacePaths> {
+  const ws = paths.workspace(name);
+  ws.checkSocketPaths();
+  await ensurePrivateDir(paths.workspaces);
+  try {
+    await mkdir(ws.dir, { mode: 0o700 }); // not recursive: fails if the name is taken
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new MicroagentError('WORKSPACE_EXISTS', `workspace ${name} already exists`, {
+        data: { name },
+      });
+    }
+    throw err;
+  }
+  await writeOwnerStamp(ws);
+  return ws;
+}
+
 /** Marks a workspace directory that has no record yet as this process's. */
 export async function writeOwnerStamp(ws: WorkspacePaths): Promise<void> {
-  const me = { pid: process.pid, startTime: procStat(process.pid)?.startTime ?? 0 };
-  await writeFile(join(ws.dir, OWNER_STAMP), JSON.stringify(me), { mode: 0o600 });
+  await writeFile(join(ws.dir, OWNER_STAMP), JSON.stringify(currentProcess()), { mode: 0o600 });
 }
 
 /**
@@ -155,11 +179,8 @@ async function reapOrphan(ws: WorkspacePaths): Promise<boolean> {
     // no record
   }
   try {
-    const owner = JSON.parse(await readFile(join(ws.dir, OWNER_STAMP), 'utf8')) as {
-      pid: number;
-      startTime: number;
-    };
-    if (isAlive(owner.pid) && procStat(owner.pid)?.startTime === owner.startTime) return false;
+    const owner = JSON.parse(await readFile(join(ws.dir, OWNER_STAMP), 'utf8')) as ProcessIdentity;
+    if (processAlive(owner)) return false;
   } catch {
     return false; // not ours to judge
   }

@@ -9,6 +9,7 @@ import { access } from 'node:fs/promises';
 import type { StatePaths } from '../paths.js';
 import { run } from '../proc/spawn.js';
 import { sha256File } from '../util/fs.js';
+import type { BootKernel } from '../kernel/index.js';
 import type { WorkspaceRecord } from './record.js';
 
 export interface VerifiedArtifact {
@@ -37,14 +38,26 @@ export interface Verification {
 /** Path of the injected guest init inside every image we build. */
 const INJECTED_INIT = '/sbin/microagent-init';
 
+/**
+ * Compares the workspace's artifacts with its record. `verified` is a kernel
+ * prepareBootKernel has just checked against its manifest: its hashes are
+ * used instead of re-hashing the same files (start); without it every file
+ * is hashed (status).
+ */
 export async function verifyWorkspace(
   _paths: StatePaths,
   record: WorkspaceRecord,
+  verified?: Pick<BootKernel, 'kernelPath' | 'initramfsPath' | 'sha256'>,
 ): Promise<Verification> {
   const divergence: Divergence[] = [];
+  // A kernel prepareBootKernel just verified vouches for the same files.
+  const kernelSha =
+    verified?.kernelPath === record.kernel.kernelPath ? verified.sha256.kernel : undefined;
+  const initramfsSha =
+    verified?.initramfsPath === record.kernel.initramfsPath ? verified.sha256.initramfs : undefined;
   const [kernel, initramfs, init, present] = await Promise.all([
-    hashArtifact(record.kernel.kernelPath, record.kernel.kernelSha256),
-    hashArtifact(record.kernel.initramfsPath, record.kernel.initramfsSha256),
+    hashArtifact(record.kernel.kernelPath, record.kernel.kernelSha256, kernelSha),
+    hashArtifact(record.kernel.initramfsPath, record.kernel.initramfsSha256, initramfsSha),
     hashInjectedInit(record.image.baseline, record.image.initSha256),
     access(record.image.baseline).then(
       () => true,
@@ -83,9 +96,13 @@ export async function verifyWorkspace(
   };
 }
 
-async function hashArtifact(path: string, recorded: string): Promise<VerifiedArtifact> {
+async function hashArtifact(
+  path: string,
+  recorded: string,
+  knownSha256?: string,
+): Promise<VerifiedArtifact> {
   try {
-    return { path, sha256: await sha256File(path), recordedSha256: recorded };
+    return { path, sha256: knownSha256 ?? (await sha256File(path)), recordedSha256: recorded };
   } catch (err) {
     return { path, recordedSha256: recorded, error: (err as Error).message };
   }

@@ -5,7 +5,7 @@
  */
 import { prepareBootKernel } from '../kernel/index.js';
 import { BUILD, type StatePaths, type WorkspacePaths } from '../paths.js';
-import { procStat } from '../proc/spawn.js';
+import { currentProcess } from '../proc/spawn.js';
 import { createOverlay, writeConfigDisk } from '../rootfs/disks.js';
 import { callSupervisor } from '../vmkit/client.js';
 import {
@@ -152,7 +152,7 @@ export async function startVm(
   plan: BootPlan,
   options: StartOptions,
 ): Promise<StartedVm> {
-  const owner = options.ownerLease ? procStat(process.pid) : undefined;
+  const owner = options.ownerLease ? currentProcess() : undefined;
   const response = await dispatch(
     {
       v: 1,
@@ -170,7 +170,7 @@ export async function startVm(
         memoryMiB: plan.resources.memoryMiB,
         accel: options.accel,
         bootTimeoutMs: options.bootTimeoutMs,
-        ...(owner ? { owner: { pid: process.pid, startTime: owner.startTime } } : {}),
+        ...(owner ? { owner } : {}),
         removeOnOwnerExit: options.removeOnOwnerExit,
         ...(plan.network ? { network: vmNetwork(plan.network) } : {}),
       },

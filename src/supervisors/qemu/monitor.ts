@@ -20,7 +20,7 @@ import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { MicroagentError, toMicroagentError } from '../../errors.js';
 import { readTail } from '../../guest/console.js';
-import { procStat, signalGroup, spawnDetached, stopProcessGroup } from '../../proc/spawn.js';
+import { processAlive, signalGroup, spawnDetached, stopProcessGroup } from '../../proc/spawn.js';
 import { writeJsonAtomic } from '../../util/fs.js';
 import { Mux, type MuxStream } from './mux.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
@@ -163,8 +163,7 @@ export class Monitor {
       const owner = this.config.owner;
       this.timers.push(
         setInterval(() => {
-          const st = procStat(owner.pid);
-          if (st === undefined || st.startTime !== owner.startTime || st.state === 'Z') {
+          if (!processAlive(owner)) {
             if (!this.exited && this.killReason === undefined) {
               this.log(`owner ${owner.pid} is gone: killing QEMU`);
               this.kill('owner_exit');
