@@ -1,4 +1,4 @@
-# C build: the static guest init and the host-side VMM exec helper.
+# C build: the static guest init and the host-side helpers (VMM exec, network guard).
 # Warnings are errors; `make test-c` runs the guest init's unit tests.
 CC ?= gcc
 CFLAGS ?= -std=gnu11 -O2 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE
@@ -9,7 +9,7 @@ INIT_SRCS = $(wildcard guest/init/*.c)
 INIT_LIB_SRCS = $(filter-out guest/init/main.c guest/init/test_%.c,$(INIT_SRCS))
 INIT_HDRS = $(wildcard guest/init/*.h)
 
-all: $(B)/microagent-init $(B)/vmm-exec
+all: $(B)/microagent-init $(B)/vmm-exec $(B)/net-guard
 
 $(B):
 	mkdir -p $(B)
@@ -22,11 +22,19 @@ $(B)/vmm-exec: native/vmm-exec.c | $(B)
 	$(CC) $(CFLAGS) $(LDFLAGS_STATIC) -o $@ $<
 	strip $@
 
+$(B)/net-guard: native/net-guard.c native/net-filter.c native/net-filter.h | $(B)
+	$(CC) $(CFLAGS) $(LDFLAGS_STATIC) -pthread -o $@ native/net-guard.c native/net-filter.c
+	strip $@
+
+$(B)/test-net-filter: native/test_net_filter.c native/net-filter.c native/net-filter.h | $(B)
+	$(CC) $(CFLAGS) -o $@ native/test_net_filter.c native/net-filter.c
+
 $(B)/test-init: $(INIT_LIB_SRCS) $(wildcard guest/init/test_*.c) $(INIT_HDRS) | $(B)
 	$(CC) $(CFLAGS) -o $@ $(INIT_LIB_SRCS) $(wildcard guest/init/test_*.c)
 
-test-c: $(B)/test-init
+test-c: $(B)/test-init $(B)/test-net-filter
 	$(B)/test-init test/fixtures/protocol
+	$(B)/test-net-filter
 
 clean:
 	rm -rf $(B)

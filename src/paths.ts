@@ -17,6 +17,8 @@ export const BUILD = {
   guestInit: join(PACKAGE_ROOT, 'build', 'microagent-init'),
   /** Static helper that execs the VMM with PR_SET_PDEATHSIG (see native/vmm-exec.c). */
   vmmExec: join(PACKAGE_ROOT, 'build', 'vmm-exec'),
+  /** Static filter between QEMU and passt that keeps the guest off host loopback (native/net-guard.c). */
+  netGuard: join(PACKAGE_ROOT, 'build', 'net-guard'),
   /** The QEMU supervisor executable (JSON in, JSON out). */
   qemuSupervisor: join(PACKAGE_ROOT, 'dist', 'src', 'supervisors', 'qemu', 'main.js'),
   /** The per-workspace monitor process. */

@@ -74,6 +74,8 @@ export const VmStatusSchema = z
     startedAt: z.number().int(),
     qemuStartedAt: z.number().int().optional(),
     readyAt: z.number().int().optional(),
+    /** How often a stalled boot was restarted before the guest was ready (absent: never). */
+    bootRestarts: z.number().int().positive().optional(),
     guest: z
       .object({ init: z.string(), bootMs: z.number().int().nonnegative() })
       .strict()
@@ -84,6 +86,8 @@ export const VmStatusSchema = z
         backend: z.enum(['passt', 'slirp']),
         /** passt's pid (slirp runs inside QEMU). */
         pid: z.number().int().positive().optional(),
+        /** net-guard's pid, when it filters the guest's frames (no host loopback). */
+        guardPid: z.number().int().positive().optional(),
         /** Set when the stack's process ended while the VM ran (the guest lost its network). */
         exited: z.string().optional(),
       })

@@ -22,6 +22,8 @@ export interface NetworkView {
     vmState: VmStatus['state'];
     backend?: 'passt' | 'slirp';
     helperPid?: number;
+    /** net-guard's pid: guest frames to the host loopback are dropped before passt. */
+    guardPid?: number;
     helperExited?: string;
     /** Each published port and whether its host listener is up now. */
     published: (PublishedPort & { listening: boolean })[];
@@ -53,6 +55,7 @@ export async function workspaceNetwork(options: {
       vmState: vm.state,
       ...(vm.network ? { backend: vm.network.backend } : {}),
       ...(vm.network?.pid !== undefined ? { helperPid: vm.network.pid } : {}),
+      ...(vm.network?.guardPid !== undefined ? { guardPid: vm.network.guardPid } : {}),
       ...(vm.network?.exited ? { helperExited: vm.network.exited } : {}),
       published: (declared.mode === 'user' ? declared.publish : []).map((p) => ({
         ...p,

@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, get, type Server } from 'node:http';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
@@ -266,6 +266,7 @@ describe('networking', { timeout: 900_000 }, () => {
       }>(r);
       assert.equal(view.declared.mode, 'user');
       assert.equal(view.runtime.backend, 'passt');
+      assert.ok((view.runtime as { guardPid?: number }).guardPid, 'net-guard runs');
       assert.deepEqual(
         view.runtime.published.map((p) => [p.hostAddress, p.listening]),
         [['127.0.0.1', true]],
@@ -346,6 +347,38 @@ describe('networking', { timeout: 900_000 }, () => {
       await cli(['delete', name]);
     }
     assert.deepEqual(await waitNoProcesses(join(E2E_STATE_DIR, 'workspaces', name)), []);
+  });
+
+  it('keeps a hostile guest root that routes 127.0.0.0/8 out of eth0 off the host loopback', async () => {
+    // The route_localnet trick: without net-guard passt would connect to
+    // the host's 127.0.0.1 for these packets.
+    const script = [
+      'echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet',
+      'echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet',
+      'ip route del local 127.0.0.0/8 dev lo table local',
+      'ip route del local 127.0.0.1 dev lo table local',
+      'ip link set lo down',
+      'ip route add 127.0.0.0/8 via 10.0.2.2 dev eth0',
+      'ip route get 127.0.0.1',
+      `timeout 5 wget -q -O - http://127.0.0.1:${loopbackPort}/; echo wget-rc=$?`,
+      `timeout 5 wget -q -O - http://0.0.0.0:${loopbackPort}/; echo wget0-rc=$?`,
+    ].join('\n');
+    const name = `${TAG}-hostile`;
+    const r = await cli(['run', '--keep', '--name', name, '--', 'sh', '-c', script]);
+    try {
+      const out = r.stdout.toString();
+      assert.equal(r.code, 0, r.stderr.toString());
+      assert.match(out, /127\.0\.0\.1 via 10\.0\.2\.2 dev eth0/, 'the route was in place');
+      assert.ok(!out.includes(loToken), `guest root reached the host loopback: ${out}`);
+      assert.match(out, /wget-rc=[1-9]/);
+      const log = await readFile(
+        join(E2E_STATE_DIR, 'workspaces', name, 'run', 'passt.log'),
+        'utf8',
+      );
+      assert.match(log, /net-guard: dropped guest packet #1 to 127\.0\.0\.1 \(host loopback\)/);
+    } finally {
+      await cli(['delete', name]);
+    }
   });
 
   it('lets the guest reach the host loopback only with --allow-host-loopback', async () => {

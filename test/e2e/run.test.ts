@@ -57,6 +57,25 @@ describe('microagent run', { timeout: 600_000 }, () => {
     await noLeftovers();
   });
 
+  it('restarts a boot whose console stalls before the guest is ready, once, and still runs the command', async () => {
+    const name = `stall-${randomBytes(3).toString('hex')}`;
+    // The test hook freezes the first boot (QMP stop) right after QEMU is
+    // up: from outside that is exactly the rare TCG kernel stall.
+    const r = await cli(['run', '--keep', '--name', name, '--', 'echo', 'after-stall'], {
+      env: { MICROAGENT_TEST_FREEZE_FIRST_BOOT: '1', MICROAGENT_BOOT_STALL_MS: '3000' },
+    });
+    assert.equal(r.code, 0, r.stderr.toString());
+    assert.equal(r.stdout.toString(), 'after-stall\n');
+    const runDir = join(E2E_STATE_DIR, 'workspaces', name, 'run');
+    const monitor = JSON.parse(await readFile(join(runDir, 'monitor.json'), 'utf8'));
+    assert.equal(monitor.bootRestarts, 1);
+    const logs = await cli(['logs', name]);
+    assert.match(logs.stdout.toString(), /restarting the VM \(boot attempt 2\)/);
+    assert.match(await readFile(join(runDir, 'monitor.log'), 'utf8'), /boot stall/);
+    assert.equal((await cli(['delete', name])).code, 0);
+    await noLeftovers();
+  });
+
   it('runs a microagent.yaml, with command-line flags overriding it; an invalid one names the line', async () => {
     const dir = await tempDir('spec');
     try {

@@ -285,3 +285,15 @@ describe('monitor with a fake VMM', () => {
     assert.ok(await waitGone(st.qemuPid!, 5000), 'VMM died with its monitor');
   });
 });
+
+describe('boot stall window', () => {
+  it('defaults to 15 s, can be tuned or turned off, and is off when the boot timeout is too short for a second boot', async () => {
+    const { bootStallMs } = await import('../../src/supervisors/qemu/monitor.js');
+    assert.equal(bootStallMs(60_000, {}), 15_000);
+    assert.equal(bootStallMs(60_000, { MICROAGENT_BOOT_STALL_MS: '3000' }), 3000);
+    assert.equal(bootStallMs(60_000, { MICROAGENT_BOOT_STALL_MS: '0' }), undefined);
+    assert.equal(bootStallMs(20_000, {}), undefined);
+    // garbage falls back to the default rather than disabling the guard
+    assert.equal(bootStallMs(60_000, { MICROAGENT_BOOT_STALL_MS: '-5' }), 15_000);
+  });
+});

@@ -73,7 +73,7 @@ describe('buildQemuArgs', () => {
       'virtserialport,chardev=mux,name=org.microagent.mux',
     ]);
     assert.deepEqual(allAfter(argv, '-chardev'), [
-      'file,id=ser0,path=/w/run/serial.log',
+      'file,id=ser0,path=/w/run/serial.log,append=on',
       'socket,id=mux,path=/w/run/mux.sock,server=off',
     ]);
     assert.equal(after(argv, '-serial'), 'chardev:ser0');

@@ -96,7 +96,7 @@ async function networkMain(argv: string[], out: Output): Promise<number> {
   if (rt) {
     rows.push([
       'runtime',
-      `vm ${rt.vmState}${rt.backend ? `, ${rt.backend}${rt.helperPid ? ` pid ${rt.helperPid}` : ''}` : ', no network stack'}`,
+      `vm ${rt.vmState}${rt.backend ? `, ${rt.backend}${rt.helperPid ? ` pid ${rt.helperPid}` : ''}` : ', no network stack'}${rt.guardPid ? `, net-guard pid ${rt.guardPid}` : ''}`,
     ]);
     if (rt.helperExited) rows.push(['helper', rt.helperExited]);
     for (const p of rt.published) {

@@ -13,7 +13,7 @@
  *
  * Its log is <run>/monitor.log.
  */
-import { appendFileSync, closeSync, openSync, readFileSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import { rm, unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { ChildProcess } from 'node:child_process';
@@ -48,6 +48,26 @@ const REQUEST_LINE_TIMEOUT_MS = 10_000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** How long after passt's exit QEMU's own exit may still arrive (see onPasstExit). */
 const PASST_EXIT_GRACE_MS = 300;
+/** Boots per VM start: the first, plus one restart after a boot stall. */
+const MAX_BOOT_ATTEMPTS = 2;
+const BOOT_STALL_POLL_MS = 1000;
+/** Console silence before HELLO that counts as a boot stall (watchBootStall). */
+const DEFAULT_BOOT_STALL_MS = 15_000;
+
+/**
+ * The stall window for a boot timeout, or undefined when stall detection is
+ * off: MICROAGENT_BOOT_STALL_MS (0 = off) overrides the default, and a boot
+ * timeout too short for a stall and a second boot leaves it off.
+ */
+export function bootStallMs(
+  bootTimeoutMs: number,
+  env: NodeJS.ProcessEnv = process.env,
+): number | undefined {
+  const raw = env.MICROAGENT_BOOT_STALL_MS;
+  const ms = raw !== undefined && /^[0-9]{1,9}$/.test(raw) ? Number(raw) : DEFAULT_BOOT_STALL_MS;
+  if (ms <= 0 || bootTimeoutMs < 2 * ms) return undefined;
+  return ms;
+}
 
 type ExitInfo = NonNullable<MonitorState['exit']>;
 
@@ -57,6 +77,8 @@ export class Monitor {
   private qemu: ChildProcess | undefined;
   /** The user-mode network stack (passt), when the VM has one. */
   private passt: ChildProcess | undefined;
+  /** The frame filter between QEMU and passt (net-guard), when there is one. */
+  private netGuard: ChildProcess | undefined;
   /** Overrides the detail of the exit reason (e.g. why passt ended). */
   private killDetail: string | undefined;
   private qmp: QmpClient | undefined;
@@ -68,6 +90,10 @@ export class Monitor {
   private powerOffPending = false;
   private stateBeforePause: VmState = 'booting';
   private exited = false;
+  /** 1 for the first boot, 2 after a boot-stall restart. */
+  private bootAttempt = 0;
+  /** QEMU was killed to restart a stalled boot; its exit is not the VM's. */
+  private restartPending = false;
   private readonly servers: Server[] = [];
   private readonly clients = new Set<Socket>();
   private readonly readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
@@ -114,6 +140,7 @@ export class Monitor {
     this.killReason ??= reason;
     if (this.qemu?.pid !== undefined && !this.exited) signalGroup(this.qemu.pid, 'SIGKILL');
     if (this.passt?.pid !== undefined) signalGroup(this.passt.pid, 'SIGKILL');
+    if (this.netGuard?.pid !== undefined) signalGroup(this.netGuard.pid, 'SIGKILL');
   }
 
   async start(): Promise<void> {
@@ -131,6 +158,28 @@ export class Monitor {
     await this.listen(this.files.muxSocket, (s) => this.onMuxConnection(s), false);
     await this.listen(this.files.agentSocket, (s) => this.onAgent(s), true);
 
+    if (this.config.owner !== undefined) {
+      const owner = this.config.owner;
+      this.timers.push(
+        setInterval(() => {
+          if (!processAlive(owner)) {
+            if (!this.exited && this.killReason === undefined) {
+              this.log(`owner ${owner.pid} is gone: killing QEMU`);
+              this.kill('owner_exit');
+            }
+          }
+        }, OWNER_POLL_MS),
+      );
+    }
+    await this.launch();
+  }
+
+  /**
+   * Starts passt (when the VM has a user-mode network) and QEMU, connects
+   * QMP and watches the boot. Called again by restartStalledBoot.
+   */
+  private async launch(): Promise<void> {
+    this.bootAttempt++;
     // passt first: QEMU inherits the other end of its socket pair.
     const netSocket = this.config.passtArgv ? this.startPasst(this.config.passtArgv) : undefined;
     // QEMU's stdout/stderr (its own error messages) go to qemu.log.
@@ -153,41 +202,43 @@ export class Monitor {
       this.killReason ??= 'vmm_start_failed';
       void this.onQemuExit(null, null, `cannot start ${this.config.vmmExec}: ${err.message}`);
     });
-    child.once('exit', (code, signal) => void this.onQemuExit(code, signal));
+    child.once('exit', (code, signal) => {
+      if (this.restartPending && child === this.qemu) void this.relaunch(code, signal);
+      else void this.onQemuExit(code, signal);
+    });
     if (child.pid === undefined) return; // 'error' follows
     this.state.qemuPid = child.pid;
-    this.log(`QEMU started, pid ${child.pid}: ${this.config.qemuArgv.join(' ')}`);
+    this.log(
+      `QEMU started (boot attempt ${this.bootAttempt}), pid ${child.pid}: ${this.config.qemuArgv.join(' ')}`,
+    );
+    // A kill asked for while a stalled boot was being restarted applies to
+    // the new QEMU too.
+    if (this.killReason !== undefined) signalGroup(child.pid, 'SIGKILL');
 
-    if (this.config.deadlineAt !== undefined) this.armDeadline(this.config.deadlineAt);
-    if (this.config.owner !== undefined) {
-      const owner = this.config.owner;
-      this.timers.push(
-        setInterval(() => {
-          if (!processAlive(owner)) {
-            if (!this.exited && this.killReason === undefined) {
-              this.log(`owner ${owner.pid} is gone: killing QEMU`);
-              this.kill('owner_exit');
-            }
-          }
-        }, OWNER_POLL_MS),
-      );
-    }
+    if (this.bootAttempt === 1 && this.config.deadlineAt !== undefined)
+      this.armDeadline(this.config.deadlineAt);
 
     if (this.config.qmp) {
       try {
         const qmp = await QmpClient.connect(
           this.files.qmpSocket,
           QMP_CONNECT_TIMEOUT_MS,
-          () => !this.exited,
+          () => !this.exited && child === this.qemu && !this.restartPending,
         );
-        if (this.exited) {
+        if (this.exited || child !== this.qemu || this.restartPending) {
           qmp.close();
           return;
         }
         this.qmp = qmp;
         qmp.on('event', (e: QmpEvent) => this.onQmpEvent(e));
+        if (this.bootAttempt === 1 && process.env.MICROAGENT_TEST_FREEZE_FIRST_BOOT === '1') {
+          // Test hook: a guest frozen at boot, as the rare TCG stall looks
+          // from outside (a console that stops). Exercises the restart.
+          this.log('test hook: freezing the first boot');
+          await qmp.execute('stop');
+        }
       } catch (err) {
-        if (!this.exited) {
+        if (!this.exited && child === this.qemu && !this.restartPending) {
           this.log(`QMP failed: ${(err as Error).message}; killing QEMU`);
           this.kill('vmm_start_failed');
         }
@@ -195,22 +246,106 @@ export class Monitor {
       }
     }
     if (this.exited) return;
-    // The boot timeout counts from QEMU being up (not from the spawn), so a
-    // slow QEMU start on a loaded host is not mistaken for a slow guest.
-    this.timers.push(
-      setTimeout(() => {
-        if (this.state.readyAt === undefined && !this.exited) {
-          this.log(`no guest HELLO within ${this.config.bootTimeoutMs} ms: killing QEMU`);
-          this.kill('boot_timeout');
-        }
-      }, this.config.bootTimeoutMs),
-    );
-    this.state.qemuStartedAt = Date.now();
+    if (this.bootAttempt === 1) {
+      // The boot timeout counts from QEMU being up (not from the spawn), so
+      // a slow QEMU start on a loaded host is not mistaken for a slow guest.
+      // One budget for every attempt: a restarted boot does not extend it.
+      this.timers.push(
+        setTimeout(() => {
+          if (this.state.readyAt === undefined && !this.exited) {
+            this.log(`no guest HELLO within ${this.config.bootTimeoutMs} ms: killing QEMU`);
+            this.kill('boot_timeout');
+          }
+        }, this.config.bootTimeoutMs),
+      );
+    }
+    this.watchBootStall();
+    this.state.qemuStartedAt ??= Date.now();
     if (this.state.state === 'starting') this.state.state = 'booting';
     this.log(
-      `QEMU is up (${this.state.qemuStartedAt - this.state.startedAt} ms after monitor start)`,
+      `QEMU is up (${Date.now() - this.state.startedAt} ms after monitor start, boot attempt ${this.bootAttempt})`,
     );
     await this.persist();
+  }
+
+  /**
+   * Under TCG a guest kernel very rarely stops dead during boot (seen once
+   * in hundreds of boots, after "sched_clock: Marking stable", console
+   * silent until the boot timeout). A kernel that prints nothing for
+   * bootStallMs before the guest says HELLO is restarted once, on the same
+   * disks: nothing in the guest has run yet that a fresh boot cannot
+   * redo. Clients waiting for readiness keep waiting; the restart is in
+   * monitor.log, the console and monitor.json's bootRestarts.
+   */
+  private watchBootStall(): void {
+    const stallMs = bootStallMs(this.config.bootTimeoutMs);
+    if (stallMs === undefined || this.bootAttempt >= MAX_BOOT_ATTEMPTS) return;
+    let lastSize = -1;
+    let quietSince = Date.now();
+    const t = setInterval(() => {
+      if (this.exited || this.restartPending || this.state.readyAt !== undefined) {
+        clearInterval(t);
+        return;
+      }
+      let size = 0;
+      try {
+        size = statSync(this.files.serialLog).size;
+      } catch {
+        // not created yet
+      }
+      // A pause (asked for by a client) is not a stall.
+      if (size !== lastSize || (this.state.state === 'paused' && !this.testFrozen())) {
+        lastSize = size;
+        quietSince = Date.now();
+        return;
+      }
+      if (Date.now() - quietSince < stallMs) return;
+      clearInterval(t);
+      this.restartStalledBoot(stallMs);
+    }, BOOT_STALL_POLL_MS);
+    this.timers.push(t);
+  }
+
+  private testFrozen(): boolean {
+    return this.bootAttempt === 1 && process.env.MICROAGENT_TEST_FREEZE_FIRST_BOOT === '1';
+  }
+
+  private restartStalledBoot(stallMs: number): void {
+    if (this.exited || this.killReason !== undefined || this.qemu?.pid === undefined) return;
+    this.log(
+      `the guest printed nothing for ${stallMs} ms before it was ready (boot stall): restarting the VM`,
+    );
+    this.state.bootRestarts = (this.state.bootRestarts ?? 0) + 1;
+    void this.persist();
+    this.restartPending = true;
+    signalGroup(this.qemu.pid, 'SIGKILL');
+  }
+
+  /** The stalled QEMU is gone: drop what belonged to it and launch again. */
+  private async relaunch(code: number | null, signal: NodeJS.Signals | null): Promise<void> {
+    this.qmp?.close();
+    this.qmp = undefined;
+    this.mux?.shutdown('the VM is restarting after a boot stall');
+    this.mux = undefined;
+    this.shutdownEvent = undefined;
+    await this.stopPasst();
+    this.passt = undefined;
+    this.netGuard = undefined;
+    this.restartPending = false;
+    if (this.killReason !== undefined) {
+      // Killed (timeout, owner, request) while restarting: that is the end.
+      await this.onQemuExit(code, signal);
+      return;
+    }
+    try {
+      appendFileSync(
+        this.files.serialLog,
+        `\n--- microagent: no console output for a while before the guest was ready; restarting the VM (boot attempt ${this.bootAttempt + 1}) ---\n`,
+      );
+    } catch {
+      // the console file is QEMU's; a missing one is not a reason to stop
+    }
+    await this.launch();
   }
 
   /**
@@ -219,25 +354,55 @@ export class Monitor {
    * for QEMU. passt drops to `nobody` when run as root, which clears
    * PDEATHSIG; what ends it is EOF on its socket (QEMU gone) and, on every
    * normal path, the monitor's own stop in onQemuExit.
+   *
+   * With a net-guard, the guard gets passt's socket at its fd 4 and a
+   * second pair at fd 3, whose other end goes to QEMU: every guest frame
+   * crosses the guard. The guard keeps PDEATHSIG (it drops nothing) and
+   * exits when either side closes, which takes passt down with it.
    */
   private startPasst(argv: readonly string[]): Socket {
     const logFd = openSync(this.files.passtLog, 'a', 0o600);
     let passt: ChildProcess;
+    let guard: ChildProcess | undefined;
     try {
       passt = spawnDetached([this.config.vmmExec, ...argv], {
         stdio: ['ignore', logFd, logFd, 'pipe'],
       });
+      const passtSock = passt.stdio[3] as Socket;
+      passtSock.on('error', () => {});
+      if (this.config.netGuard !== undefined) {
+        try {
+          guard = spawnDetached([this.config.vmmExec, this.config.netGuard], {
+            stdio: ['ignore', logFd, logFd, 'pipe', passtSock],
+          });
+        } finally {
+          // Only the guard holds passt's end now.
+          passtSock.destroy();
+        }
+      }
     } finally {
       closeSync(logFd);
     }
     this.passt = passt;
-    passt.once('error', (err) => this.onPasstExit(null, null, err.message));
-    passt.once('exit', (code, signal) => this.onPasstExit(code, signal));
+    this.netGuard = guard;
+    passt.once('error', (err) => this.onPasstExit(passt, null, null, err.message));
+    passt.once('exit', (code, signal) => this.onPasstExit(passt, code, signal));
     if (passt.pid !== undefined) {
       this.state.network = { backend: 'passt', pid: passt.pid };
       this.log(`passt started, pid ${passt.pid}: ${argv.join(' ')}`);
     }
-    const sock = passt.stdio[3] as Socket;
+    if (guard) {
+      guard.once('error', (err) =>
+        this.onPasstExit(passt, null, null, `net-guard: ${err.message}`),
+      );
+      if (guard.pid !== undefined && this.state.network) {
+        this.state.network.guardPid = guard.pid;
+        this.log(
+          `net-guard started, pid ${guard.pid}: guest frames to the host loopback are dropped`,
+        );
+      }
+    }
+    const sock = (guard ?? passt).stdio[3] as Socket;
     sock.on('error', () => {});
     return sock;
   }
@@ -247,9 +412,16 @@ export class Monitor {
    * the VM, say why. passt also ends (EOF) whenever QEMU does, and its exit
    * may be seen first: give QEMU's own exit a moment to arrive.
    */
-  private onPasstExit(code: number | null, signal: NodeJS.Signals | null, error?: string): void {
-    if (this.exited) return;
-    const t = setTimeout(() => this.passtLost(code, signal, error), PASST_EXIT_GRACE_MS);
+  private onPasstExit(
+    passt: ChildProcess,
+    code: number | null,
+    signal: NodeJS.Signals | null,
+    error?: string,
+  ): void {
+    if (this.exited || passt !== this.passt || this.restartPending) return;
+    const t = setTimeout(() => {
+      if (passt === this.passt && !this.restartPending) this.passtLost(code, signal, error);
+    }, PASST_EXIT_GRACE_MS);
     this.timers.push(t);
   }
 
@@ -275,9 +447,11 @@ export class Monitor {
   }
 
   private async stopPasst(): Promise<void> {
+    // Both normally exit by themselves on QEMU's EOF; bounded, then SIGKILL.
+    const guard = this.netGuard;
+    if (guard?.pid !== undefined) await stopProcessGroup(guard, 1000).catch(() => undefined);
     const passt = this.passt;
     if (!passt || passt.pid === undefined) return;
-    // It normally exits by itself on QEMU's EOF; bounded, then SIGKILL.
     await stopProcessGroup(passt, 1000).catch(() => undefined);
   }
 

@@ -108,8 +108,14 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
     '-no-reboot', // a guest reset (panic=-1, reboot=t) makes QEMU exit instead
   );
   // The console goes to a file (serial.log) that survives QEMU and is the
-  // source of the console tail in boot-failure messages.
-  argv.push('-chardev', `file,id=ser0,path=${o(spec.serialLog)}`, '-serial', 'chardev:ser0');
+  // source of the console tail in boot-failure messages. append=on: a
+  // boot restarted after a stall (monitor.ts) keeps the first boot's lines.
+  argv.push(
+    '-chardev',
+    `file,id=ser0,path=${o(spec.serialLog)},append=on`,
+    '-serial',
+    'chardev:ser0',
+  );
   argv.push('-kernel', spec.kernel);
   if (spec.initramfs !== undefined) argv.push('-initrd', spec.initramfs);
   argv.push('-append', kernelCmdline(spec));

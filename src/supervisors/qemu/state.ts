@@ -57,6 +57,13 @@ export const MonitorConfigSchema = z
      * the two share a socket pair at descriptor NET_FD (passt.ts).
      */
     passtArgv: z.array(z.string()).min(1).optional(),
+    /**
+     * The net-guard binary, when guest frames to the host's loopback must be
+     * dropped before passt sees them (every passt VM without
+     * allowHostLoopback). It then sits between QEMU (its fd 3) and passt
+     * (its fd 4), both started through vmmExec.
+     */
+    netGuard: z.string().startsWith('/').optional(),
     /** The user-mode network stack, reported in monitor.json. */
     networkBackend: z.enum(['passt', 'slirp']).optional(),
     /** Whether qemuArgv has a QMP socket at runtimeFiles().qmpSocket. */

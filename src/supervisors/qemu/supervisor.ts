@@ -295,6 +295,7 @@ async function start(req: Extract<SupervisorRequest, { command: 'start' }>): Pro
     vmmExec: BUILD.vmmExec,
     qemuArgv: argv,
     ...(net.passtArgv ? { passtArgv: net.passtArgv } : {}),
+    ...(net.netGuard ? { netGuard: net.netGuard } : {}),
     ...(net.backend ? { networkBackend: net.backend } : {}),
     qmp: true,
     accel: accel.accel,
@@ -396,6 +397,7 @@ async function mustExist(path: string, what: string): Promise<void> {
 async function planNetwork(network: StartConfig['network']): Promise<{
   qemu?: QemuNetwork;
   passtArgv?: string[];
+  netGuard?: string;
   backend?: 'passt' | 'slirp';
 }> {
   if (network === undefined || network.mode === 'isolated') return {};
@@ -420,9 +422,22 @@ async function planNetwork(network: StartConfig['network']): Promise<{
     };
   }
   const passt = await resolveProgram(process.env.MICROAGENT_PASST ?? 'passt', 'passt');
+  // Without the guard a guest root could route 127.0.0.0/8 out of eth0 and
+  // passt would connect to the host's loopback: refuse to start unguarded.
+  if (!network.allowHostLoopback) {
+    try {
+      await access(BUILD.netGuard, constants.X_OK);
+    } catch {
+      throw new MicroagentError('HOST_TOOL_MISSING', `${BUILD.netGuard} is missing`, {
+        remediation:
+          'Build it with `npm run build` (or `make build/net-guard`) in the microagent checkout.',
+      });
+    }
+  }
   return {
     backend: 'passt',
     passtArgv: buildPasstArgs(passt, network),
+    ...(network.allowHostLoopback ? {} : { netGuard: BUILD.netGuard }),
     qemu: { kind: 'fd', fd: NET_FD },
   };
 }
