@@ -22,6 +22,14 @@ enum net_verdict net_filter_guest_frame(const uint8_t *frame, size_t len)
 		/* passt answers ARP for its gateway; ARP opens no connection. */
 		return NET_PASS;
 	case ETHERTYPE_IPV6:
+		/* Link-scope multicast (ff02::/16: router and neighbour
+		 * solicitations, MLD) passes: it never leaves the link, and it is
+		 * what the guest kernel sends first, from which passt learns the
+		 * guest's MAC; without it passt cannot deliver inbound
+		 * connections to a guest that has sent nothing else yet. */
+		if (len >= ETH_HLEN + 40 && frame[ETH_HLEN] >> 4 == 6 && frame[ETH_HLEN + 24] == 0xff &&
+		    frame[ETH_HLEN + 25] == 0x02)
+			return NET_PASS;
 		return NET_DROP_IPV6;
 	case ETHERTYPE_IPV4:
 		break;

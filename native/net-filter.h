@@ -11,7 +11,7 @@
 enum net_verdict {
 	NET_PASS = 0,
 	NET_DROP_LOOPBACK, /* IPv4 to 127.0.0.0/8 or 0.0.0.0/8: the host itself */
-	NET_DROP_IPV6,     /* the guest has no IPv6 and passt runs IPv4-only */
+	NET_DROP_IPV6,     /* IPv6 beyond the link (the guest has none; passt runs -4) */
 	NET_DROP_OTHER,    /* an EtherType the guest has no use for (VLAN, ...) */
 	NET_DROP_MALFORMED /* too short, or not a well-formed IPv4 header */
 };

@@ -64,7 +64,16 @@ int main(void)
 	f[12] = 0x08, f[13] = 0x06;
 	CHECK(net_filter_guest_frame(f, 42) == NET_PASS, "ARP passes");
 	f[12] = 0x86, f[13] = 0xdd;
-	CHECK(net_filter_guest_frame(f, 54) == NET_DROP_IPV6, "IPv6 is dropped");
+	f[14] = 0x60;
+	CHECK(net_filter_guest_frame(f, 54) == NET_DROP_IPV6, "IPv6 to :: is dropped");
+	f[38] = 0xff, f[39] = 0x02, f[53] = 0x02;
+	CHECK(net_filter_guest_frame(f, 54) == NET_PASS, "IPv6 to ff02::2 (router solicitation) passes");
+	CHECK(net_filter_guest_frame(f, 53) == NET_DROP_IPV6, "a truncated IPv6 header is dropped");
+	f[39] = 0x05;
+	CHECK(net_filter_guest_frame(f, 54) == NET_DROP_IPV6, "site-scope multicast is dropped");
+	f[38] = 0, f[39] = 0, f[53] = 1;
+	CHECK(net_filter_guest_frame(f, 54) == NET_DROP_IPV6, "IPv6 to ::1 is dropped");
+	memset(f + 14, 0, 50);
 	f[12] = 0x81, f[13] = 0x00;
 	CHECK(net_filter_guest_frame(f, 60) == NET_DROP_OTHER, "VLAN-tagged is dropped");
 

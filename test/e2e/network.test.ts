@@ -364,12 +364,19 @@ describe('networking', { timeout: 900_000 }, () => {
       `timeout 5 wget -q -O - http://0.0.0.0:${loopbackPort}/; echo wget0-rc=$?`,
     ].join('\n');
     const name = `${TAG}-hostile`;
+    // Even a connection that never answers back is a breach (a write-only
+    // command to a loopback service): count what reaches the host server.
+    let reached = 0;
+    const count = (): void => void reached++;
+    loopback.on('connection', count);
     const r = await cli(['run', '--keep', '--name', name, '--', 'sh', '-c', script]);
+    loopback.off('connection', count);
     try {
       const out = r.stdout.toString();
       assert.equal(r.code, 0, r.stderr.toString());
       assert.match(out, /127\.0\.0\.1 via 10\.0\.2\.2 dev eth0/, 'the route was in place');
       assert.ok(!out.includes(loToken), `guest root reached the host loopback: ${out}`);
+      assert.equal(reached, 0, 'no connection from the guest reached the host loopback server');
       assert.match(out, /wget-rc=[1-9]/);
       const log = await readFile(
         join(E2E_STATE_DIR, 'workspaces', name, 'run', 'passt.log'),
