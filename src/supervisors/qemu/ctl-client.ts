@@ -14,7 +14,8 @@ export interface CtlResult {
 
 /**
  * Sends one control request. Throws GUEST_CHANNEL_UNAVAILABLE with
- * data.unreachable=true when no monitor listens (socket missing or refused),
+ * data.unreachable=true when no monitor listens (socket missing or refused,
+ * or the connection reset by a monitor that is exiting),
  * the monitor's own error (a RemoteError) when it answers ok:false.
  */
 export function ctlRequest(
@@ -68,7 +69,14 @@ export function ctlRequest(
       }
     });
     sock.on('error', (err: NodeJS.ErrnoException) => {
-      const unreachable = err.code === 'ENOENT' || err.code === 'ECONNREFUSED';
+      // ECONNRESET/EPIPE: the monitor was closing its sockets on its way
+      // out (the VM just ended); like a missing socket, monitor.json has
+      // the final word.
+      const unreachable =
+        err.code === 'ENOENT' ||
+        err.code === 'ECONNREFUSED' ||
+        err.code === 'ECONNRESET' ||
+        err.code === 'EPIPE';
       done(
         new MicroagentError(
           'GUEST_CHANNEL_UNAVAILABLE',
