@@ -32,6 +32,7 @@ import {
 import { chmod, mkdir, open, rm, unlink, utimes } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { MicroagentError } from '../errors.js';
 import { openLayer, readTar, type TarEntry } from './tar.js';
 
@@ -135,12 +136,17 @@ export class Staging {
    * Applies one layer blob (tar, tar+gzip or tar+zstd, by media type).
    * @throws LAYER_INVALID, LAYER_UNSUPPORTED, DISK_FULL
    */
-  async applyLayer(path: string, mediaType: string, index: number): Promise<LayerStats> {
+  async applyLayer(
+    path: string,
+    mediaType: string,
+    index: number,
+    opened?: Readable,
+  ): Promise<LayerStats> {
     this.layerIndex = index;
     this.layerNodes = new Set();
     const stats: LayerStats = { entries: 0, bytes: 0, whiteouts: 0, rejected: 0 };
     const rejectedBefore = this.rejected.length;
-    const stream = openLayer(path, mediaType);
+    const stream = opened ?? openLayer(path, mediaType);
     try {
       for await (const entry of readTar(stream, { onNote: (n) => this.note(n) })) {
         stats.entries++;

@@ -7,12 +7,17 @@
 import { lstat, mkdir, mkdtemp, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { MicroagentError } from '../errors.js';
 import { BUILD, type StatePaths } from '../paths.js';
 import { currentProcess, processAlive, type ProcessIdentity } from '../proc/spawn.js';
 import { debugfsWrite, mkfsExt4 } from '../image/e2fs.js';
 import { ensurePrivateDir, sha256 } from '../util/fs.js';
 import { ledgerCommands, Staging, type LayerStats, type RejectedEntry } from './apply.js';
+import { openLayer } from './tar.js';
+
+/** How far the next layer may decompress ahead while one is being applied (memory bound). */
+const LAYER_AHEAD_BYTES = 64 * 1024 * 1024;
 
 /** Where the guest init lives in every rootfs (the kernel runs it as PID 1). */
 export const GUEST_INIT_PATH = '/sbin/microagent-init';
@@ -195,17 +200,33 @@ export async function buildRootfs(
     const staging = await Staging.create(join(work, 'root'), {
       onNote: (message) => progress({ phase: 'note', message }),
     });
-    for (const [index, layer] of input.layers.entries()) {
-      const t = performance.now();
-      const stats = await staging.applyLayer(layer.path, layer.mediaType, index);
-      progress({
-        phase: 'layer',
-        index,
-        count: input.layers.length,
-        digest: layer.digest,
-        stats,
-        ms: performance.now() - t,
-      });
+    // Each next layer starts decompressing (up to LAYER_AHEAD_BYTES) while
+    // the current one is applied.
+    const ahead: (Readable | undefined)[] = [];
+    const openAhead = (i: number): void => {
+      const l = input.layers[i];
+      if (!l || ahead[i]) return;
+      const s = openLayer(l.path, l.mediaType, LAYER_AHEAD_BYTES);
+      s.on('error', () => {}); // kept on the stream (errored); applyLayer's read rethrows it
+      ahead[i] = s;
+    };
+    try {
+      for (const [index, layer] of input.layers.entries()) {
+        const t = performance.now();
+        openAhead(index);
+        openAhead(index + 1);
+        const stats = await staging.applyLayer(layer.path, layer.mediaType, index, ahead[index]);
+        progress({
+          phase: 'layer',
+          index,
+          count: input.layers.length,
+          digest: layer.digest,
+          stats,
+          ms: performance.now() - t,
+        });
+      }
+    } finally {
+      for (const s of ahead) s?.destroy();
     }
 
     // 2. What microagent adds: the guest init and the mount points it needs.

@@ -76,16 +76,22 @@ export function layerCompression(mediaType: string): LayerCompression {
 /**
  * Opens a layer blob as a stream of decompressed tar bytes. Decompressor
  * errors (a corrupt or truncated blob) surface from the returned stream.
+ *
+ * aheadBytes lets the stream decompress that much before anyone reads it
+ * (its buffer limit): the next layer is opened this way while the current
+ * one is applied, so its decompression (zlib, in the thread pool) overlaps
+ * the staging work on the main thread.
  */
-export function openLayer(path: string, mediaType: string): Readable {
+export function openLayer(path: string, mediaType: string, aheadBytes?: number): Readable {
   const compression = layerCompression(mediaType);
   const file = createReadStream(path, { highWaterMark: 1024 * 1024 });
   if (compression === 'none') return file;
   // Large output chunks: fewer, bigger writes when staging files.
-  const dec =
-    compression === 'gzip'
-      ? createGunzip({ chunkSize: 256 * 1024 })
-      : createZstdDecompress({ chunkSize: 256 * 1024 });
+  const opts = {
+    chunkSize: 256 * 1024,
+    ...(aheadBytes !== undefined ? { readableHighWaterMark: aheadBytes } : {}),
+  };
+  const dec = compression === 'gzip' ? createGunzip(opts) : createZstdDecompress(opts);
   pipeline(file, dec, () => {
     // Errors reach the consumer through dec, which pipeline destroys.
   });
