@@ -467,6 +467,14 @@ void test_session(void)
 {
 	int sv[2];
 	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
+	/* Guest and host share this thread: the guest's blocking frame writer must
+	 * never wait for a host that cannot read yet, so the pair holds more than
+	 * a whole window in flight (the virtio port has the host reading always). */
+	for (int i = 0; i < 2; i++) {
+		int sz = 4 * MUX_WINDOW;
+		CHECK(setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz) == 0, "SO_SNDBUF");
+		CHECK(setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz) == 0, "SO_RCVBUF");
+	}
 	signal(SIGPIPE, SIG_IGN);
 	mux_fd = sv[0];
 	host_fd = sv[1];
@@ -475,7 +483,12 @@ void test_session(void)
 
 	/* 1: output larger than the window waits for credit. */
 	host_send(1, F_OPEN, "\0\0\0\1", 4);
-	const char *r1 = "{\"type\":\"exec\",\"v\":1,\"argv\":[\"sh\",\"-c\",\"head -c 300000 /dev/zero; echo e >&2; exit 3\"]}";
+	/* More output than two windows, whatever the window size. */
+	const size_t big = 2 * (size_t)MUX_WINDOW + 37856;
+	char r1[256], want_bytes[64];
+	snprintf(r1, sizeof r1,
+		 "{\"type\":\"exec\",\"v\":1,\"argv\":[\"sh\",\"-c\",\"head -c %zu /dev/zero; echo e >&2; exit 3\"]}", big);
+	snprintf(want_bytes, sizeof want_bytes, "\"stdoutBytes\":%zu", big);
 	host_exec_msg(1, EK_JSON, r1, strlen(r1));
 	CHECK(run_until(window_full, 1, 10000, false), "window filled: %zu", hs[1].data_bytes);
 	run_until(never, 1, 100, false);
@@ -486,8 +499,8 @@ void test_session(void)
 	/* A few consumed bytes are credited lazily: the host still holds most of the window. */
 	CHECK(hs[1].guest_credit == 0, "small credit coalesced: %zu", hs[1].guest_credit);
 	CHECK(run_until(has_exit, 1, 5000, true), "exit after credit");
-	CHECK(hs[1].out == 300000 && hs[1].err == 2, "output %zu/%zu", hs[1].out, hs[1].err);
-	CHECK(strstr(hs[1].exit, "\"exitCode\":3") && strstr(hs[1].exit, "\"stdoutBytes\":300000"), "%s", hs[1].exit);
+	CHECK(hs[1].out == big && hs[1].err == 2, "output %zu/%zu", hs[1].out, hs[1].err);
+	CHECK(strstr(hs[1].exit, "\"exitCode\":3") && strstr(hs[1].exit, want_bytes), "%s", hs[1].exit);
 	host_send(1, F_EOF, NULL, 0);
 	count_target = 0;
 	CHECK(run_until(count_is, 1, 2000, false), "stream 1 freed after both EOFs");

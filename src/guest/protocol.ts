@@ -18,7 +18,7 @@ export const CONFIG_DISK_SERIAL = 'ma-config';
 export const MUX_HEADER_SIZE = 12;
 export const MUX_MAX_PAYLOAD = 65536;
 export const MUX_MAX_DATA = 32768;
-export const MUX_WINDOW = 131072;
+export const MUX_WINDOW = 524288;
 export const MUX_MAX_STREAMS = 64;
 export const MUX_MAX_RESET_REASON = 1024;
 
