@@ -502,7 +502,11 @@ fsGuest('fs-error-escapes', 'fs_error', {
 add(
   'hello-guest',
   'hello_guest',
-  utf8(JSON.stringify(P.GuestHelloSchema.parse({ v: 1, init: '0.1.0', bootMs: 1429 }))),
+  utf8(
+    JSON.stringify(
+      P.GuestHelloSchema.parse({ v: 1, init: '0.1.0', bootMs: 1429, window: P.MUX_WINDOW }),
+    ),
+  ),
   { init: '0.1.0', bootMs: 1429 },
 );
 for (const [name, json, valid] of [

@@ -16,6 +16,9 @@ long hello_format_guest(char *buf, size_t cap, const char *init, int64_t boot_ms
 	jw_cstr(&w, init);
 	jw_key(&w, "bootMs");
 	jw_int(&w, boot_ms);
+	/* The host sends at most this much per stream before our CREDIT. */
+	jw_key(&w, "window");
+	jw_int(&w, MUX_WINDOW);
 	jw_obj_end(&w);
 	return jw_finish(&w);
 }

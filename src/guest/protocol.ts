@@ -19,6 +19,11 @@ export const MUX_HEADER_SIZE = 12;
 export const MUX_MAX_PAYLOAD = 65536;
 export const MUX_MAX_DATA = 32768;
 export const MUX_WINDOW = 524288;
+/**
+ * The window of a guest whose HELLO does not state one: inits built before
+ * the window grew (persistent workspaces keep the init they were made with).
+ */
+export const LEGACY_MUX_WINDOW = 131072;
 export const MUX_MAX_STREAMS = 64;
 export const MUX_MAX_RESET_REASON = 1024;
 
@@ -107,6 +112,13 @@ export const GuestHelloSchema = z
     v: z.literal(PROTOCOL_VERSION),
     init: z.string(),
     bootMs: z.number().int().nonnegative(),
+    /** Credit the guest grants per stream (absent: LEGACY_MUX_WINDOW). */
+    window: z
+      .number()
+      .int()
+      .min(4096)
+      .max(64 * 1024 * 1024)
+      .optional(),
   })
   .strict();
 export type GuestHello = z.infer<typeof GuestHelloSchema>;

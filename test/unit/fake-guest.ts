@@ -25,6 +25,7 @@ import {
   FrameType,
   MUX_MAX_DATA,
   MUX_MAX_STREAMS,
+  LEGACY_MUX_WINDOW,
   MUX_WINDOW,
   u32,
   type ExecExit,
@@ -35,7 +36,7 @@ type FrameTypeValue = (typeof FrameType)[keyof typeof FrameType];
 
 export class GuestStream extends EventEmitter {
   sendCredit = MUX_WINDOW;
-  recvWindow = MUX_WINDOW;
+  recvWindow: number;
   private readonly queue: Buffer[] = [];
   private endQueued = false;
   eofSent = false;
@@ -49,6 +50,7 @@ export class GuestStream extends EventEmitter {
     readonly port: number,
   ) {
     super();
+    this.recvWindow = guest.window;
   }
 
   write(b: Buffer): void {
@@ -113,6 +115,8 @@ export interface FakeGuestOptions {
   hello?: boolean;
   /** Extra or replacement services. */
   services?: Record<number, (s: GuestStream) => void>;
+  /** Act as an init from before HELLO carried `window` (a 128 KiB window). */
+  legacyWindow?: boolean;
 }
 
 export class FakeGuest extends EventEmitter {
@@ -130,7 +134,7 @@ export class FakeGuest extends EventEmitter {
 
   constructor(
     readonly socket: Duplex,
-    options: FakeGuestOptions = {},
+    private readonly options: FakeGuestOptions = {},
   ) {
     super();
     this.services = {
@@ -144,12 +148,16 @@ export class FakeGuest extends EventEmitter {
     if (options.hello !== false) this.sendHello();
   }
 
+  /** The credit this guest grants per stream. */
+  get window(): number {
+    return this.options.legacyWindow ? LEGACY_MUX_WINDOW : MUX_WINDOW;
+  }
+
   sendHello(): void {
-    this.send(
-      0,
-      FrameType.HELLO,
-      Buffer.from(JSON.stringify({ v: 1, init: 'fake-0', bootMs: 42 })),
-    );
+    const hello = this.options.legacyWindow
+      ? { v: 1, init: 'fake-0', bootMs: 42 }
+      : { v: 1, init: 'fake-0', bootMs: 42, window: MUX_WINDOW };
+    this.send(0, FrameType.HELLO, Buffer.from(JSON.stringify(hello)));
   }
 
   sendResult(result: ExecExit): void {

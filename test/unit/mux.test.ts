@@ -11,7 +11,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, describe, it } from 'node:test';
 import { MicroagentError } from '../../src/errors.js';
-import { encodeFrame, FrameType, MUX_WINDOW, u32 } from '../../src/guest/protocol.js';
+import {
+  encodeFrame,
+  FrameType,
+  LEGACY_MUX_WINDOW,
+  MUX_WINDOW,
+  u32,
+} from '../../src/guest/protocol.js';
 import { Mux, type MuxStream } from '../../src/supervisors/qemu/mux.js';
 import { FakeGuest, type FakeGuestOptions, type GuestStream } from './fake-guest.js';
 
@@ -74,7 +80,7 @@ describe('mux handshake', () => {
   it('answers the guest HELLO with the host time and resolves ready()', async () => {
     const { mux, guest } = await pair();
     const hello = await mux.ready();
-    assert.deepEqual(hello, { v: 1, init: 'fake-0', bootMs: 42 });
+    assert.deepEqual(hello, { v: 1, init: 'fake-0', bootMs: 42, window: MUX_WINDOW });
     await waitFor(() => guest.hostHello !== undefined);
     const h = guest.hostHello as { v: number; timeMs: number };
     assert.equal(h.v, 1);
@@ -177,6 +183,22 @@ describe('mux streams', () => {
     await drained;
     clearInterval(releaser);
     assert.deepEqual(guest.violations, []);
+  });
+
+  it('sends a guest whose HELLO has no window (an older init) only 128 KiB at a time', async () => {
+    const { mux, guest } = await pair({ legacyWindow: true });
+    const s = await mux.openStream(8);
+    while (s.write(Buffer.alloc(16384))) {
+      // fill until write() asks us to wait
+    }
+    await settle(100);
+    const sink = guest.sinks[0] as GuestStream & { release: () => void };
+    assert.equal(sink.received, LEGACY_MUX_WINDOW, 'the guest got exactly its window');
+    const drained = new Promise((r) => s.once('drain', r));
+    const releaser = setInterval(() => sink.release(), 5);
+    await drained;
+    clearInterval(releaser);
+    assert.deepEqual(guest.violations, [], 'the older guest never saw more than its window');
   });
 
   it('serves many concurrent streams, queueing opens above the guest limit of 64', async () => {

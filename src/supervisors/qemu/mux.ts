@@ -25,6 +25,7 @@ import {
   MUX_MAX_DATA,
   MUX_MAX_RESET_REASON,
   MUX_MAX_STREAMS,
+  LEGACY_MUX_WINDOW,
   MUX_WINDOW,
   PROTOCOL_VERSION,
   u32,
@@ -53,7 +54,7 @@ type StreamState = 'opening' | 'open' | 'closed';
 export class MuxStream extends EventEmitter {
   private state: StreamState = 'opening';
   /** Bytes we may still send (the guest's window for us). */
-  private sendCredit = MUX_WINDOW;
+  private sendCredit: number;
   /** Bytes the guest may still send us without a CREDIT from us. */
   private recvWindow = MUX_WINDOW;
   /** Consumed bytes not yet returned in a CREDIT frame. */
@@ -71,8 +72,11 @@ export class MuxStream extends EventEmitter {
     private readonly mux: Mux,
     readonly id: number,
     readonly port: number,
+    /** The guest's window for this stream (its HELLO's `window`). */
+    private readonly sendWindow: number,
   ) {
     super();
+    this.sendCredit = sendWindow;
     this.on('newListener', (event: string) => {
       if (event === 'data' || event === 'end') queueMicrotask(() => this.deliver());
     });
@@ -192,7 +196,7 @@ export class MuxStream extends EventEmitter {
   /** @internal */
   onCredit(increment: number): void {
     if (this.state === 'closed') return;
-    if (this.sendCredit + increment > MUX_WINDOW) {
+    if (this.sendCredit + increment > this.sendWindow) {
       throw new MicroagentError(
         'GUEST_PROTOCOL',
         `guest returned more credit than it consumed on stream ${this.id}`,
@@ -336,7 +340,12 @@ export class Mux extends EventEmitter {
       throw new RangeError(`bad port ${port}`);
     await this.ready();
     if (this.dead !== undefined) throw channelClosed(this.dead);
-    const stream = new MuxStream(this, this.nextId++, port);
+    const stream = new MuxStream(
+      this,
+      this.nextId++,
+      port,
+      this.guestHello?.window ?? LEGACY_MUX_WINDOW,
+    );
     return new Promise((resolve, reject) => {
       const pending: PendingOpen = { stream, resolve, reject };
       if (this.streams.size >= MUX_MAX_STREAMS) this.waitingOpens.push(pending);
