@@ -34,7 +34,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { MicroagentError } from '../errors.js';
-import { openLayer, readTar, type TarEntry } from './tar.js';
+import { readTar, type TarEntry } from './tar.js';
 
 export type NodeKind = 'file' | 'dir' | 'symlink' | 'char' | 'block' | 'fifo';
 
@@ -93,9 +93,9 @@ const S_IFMT: Record<NodeKind, number> = {
 
 /** How many symlinks one lookup may pass through (Linux's limit). */
 const MAX_SYMLINK_HOPS = 40;
-/** File creation that never follows a symlink and never reuses an entry. */
 /** Files up to this size are written with synchronous calls (writeFile). */
 const SMALL_FILE = 256 * 1024;
+/** File creation that never follows a symlink and never reuses an entry. */
 const CREATE_FLAGS =
   constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 /** Files finishing (chmod, utimes, close) in the background at once. */
@@ -133,20 +133,15 @@ export class Staging {
   }
 
   /**
-   * Applies one layer blob (tar, tar+gzip or tar+zstd, by media type).
-   * @throws LAYER_INVALID, LAYER_UNSUPPORTED, DISK_FULL
+   * Applies one layer: `stream` is its tar bytes (openLayer), `path` names
+   * the blob in errors.
+   * @throws LAYER_INVALID, DISK_FULL
    */
-  async applyLayer(
-    path: string,
-    mediaType: string,
-    index: number,
-    opened?: Readable,
-  ): Promise<LayerStats> {
+  async applyLayer(stream: Readable, path: string, index: number): Promise<LayerStats> {
     this.layerIndex = index;
     this.layerNodes = new Set();
     const stats: LayerStats = { entries: 0, bytes: 0, whiteouts: 0, rejected: 0 };
     const rejectedBefore = this.rejected.length;
-    const stream = opened ?? openLayer(path, mediaType);
     try {
       for await (const entry of readTar(stream, { onNote: (n) => this.note(n) })) {
         stats.entries++;

@@ -202,20 +202,19 @@ export async function buildRootfs(
     });
     // Each next layer starts decompressing (up to LAYER_AHEAD_BYTES) while
     // the current one is applied.
-    const ahead: (Readable | undefined)[] = [];
-    const openAhead = (i: number): void => {
-      const l = input.layers[i];
-      if (!l || ahead[i]) return;
+    const openAhead = (l: LayerRef): Readable => {
       const s = openLayer(l.path, l.mediaType, LAYER_AHEAD_BYTES);
       s.on('error', () => {}); // kept on the stream (errored); applyLayer's read rethrows it
-      ahead[i] = s;
+      return s;
     };
+    let next: Readable | undefined;
     try {
       for (const [index, layer] of input.layers.entries()) {
         const t = performance.now();
-        openAhead(index);
-        openAhead(index + 1);
-        const stats = await staging.applyLayer(layer.path, layer.mediaType, index, ahead[index]);
+        const stream = next ?? openAhead(layer);
+        const following = input.layers[index + 1];
+        next = following ? openAhead(following) : undefined;
+        const stats = await staging.applyLayer(stream, layer.path, index);
         progress({
           phase: 'layer',
           index,
@@ -226,7 +225,7 @@ export async function buildRootfs(
         });
       }
     } finally {
-      for (const s of ahead) s?.destroy();
+      next?.destroy();
     }
 
     // 2. What microagent adds: the guest init and the mount points it needs.

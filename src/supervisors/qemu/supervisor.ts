@@ -11,7 +11,7 @@
  */
 import { closeSync, constants, openSync } from 'node:fs';
 import { access, mkdir, readFile, stat, unlink } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
+import { basename, delimiter, join } from 'node:path';
 import { ZodError } from 'zod';
 import { MicroagentError, toMicroagentError } from '../../errors.js';
 import { readTail } from '../../guest/console.js';
@@ -231,14 +231,7 @@ async function start(req: Extract<SupervisorRequest, { command: 'start' }>): Pro
     c.qemuBinary ?? process.env.MICROAGENT_QEMU ?? 'qemu-system-x86_64',
   );
   const net = await planNetwork(c.network);
-  try {
-    await access(BUILD.vmmExec, constants.X_OK);
-  } catch {
-    throw new MicroagentError('HOST_TOOL_MISSING', `${BUILD.vmmExec} is missing`, {
-      remediation:
-        'Build it with `npm run build` (or `make build/vmm-exec`) in the microagent checkout.',
-    });
-  }
+  await requireBuiltHelper(BUILD.vmmExec);
 
   await mkdir(c.workspaceDir, { recursive: true, mode: 0o700 });
   await mkdir(c.runtimeDir, { recursive: true, mode: 0o700 });
@@ -424,22 +417,24 @@ async function planNetwork(network: StartConfig['network']): Promise<{
   const passt = await resolveProgram(process.env.MICROAGENT_PASST ?? 'passt', 'passt');
   // Without the guard a guest root could route 127.0.0.0/8 out of eth0 and
   // passt would connect to the host's loopback: refuse to start unguarded.
-  if (!network.allowHostLoopback) {
-    try {
-      await access(BUILD.netGuard, constants.X_OK);
-    } catch {
-      throw new MicroagentError('HOST_TOOL_MISSING', `${BUILD.netGuard} is missing`, {
-        remediation:
-          'Build it with `npm run build` (or `make build/net-guard`) in the microagent checkout.',
-      });
-    }
-  }
+  if (!network.allowHostLoopback) await requireBuiltHelper(BUILD.netGuard);
   return {
     backend: 'passt',
     passtArgv: buildPasstArgs(passt, network),
     ...(network.allowHostLoopback ? {} : { netGuard: BUILD.netGuard }),
     qemu: { kind: 'fd', fd: NET_FD },
   };
+}
+
+/** HOST_TOOL_MISSING unless the build produced this helper (build/<name>). */
+async function requireBuiltHelper(path: string): Promise<void> {
+  try {
+    await access(path, constants.X_OK);
+  } catch {
+    throw new MicroagentError('HOST_TOOL_MISSING', `${path} is missing`, {
+      remediation: `Build it with \`npm run build\` (or \`make build/${basename(path)}\`) in the microagent checkout.`,
+    });
+  }
 }
 
 /** An absolute path for a program name (vmm-exec uses execv: no PATH search). */
