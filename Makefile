@@ -1,4 +1,5 @@
-# C build: the static guest init and the host-side helpers (VMM exec, network guard).
+# C build: the static guest init and the host-side helpers (VMM exec, network guard,
+# workspace janitor).
 # Warnings are errors; `make test-c` runs the guest init's unit tests.
 CC ?= gcc
 CFLAGS ?= -std=gnu11 -O2 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE
@@ -9,7 +10,7 @@ INIT_SRCS = $(wildcard guest/init/*.c)
 INIT_LIB_SRCS = $(filter-out guest/init/main.c guest/init/test_%.c,$(INIT_SRCS))
 INIT_HDRS = $(wildcard guest/init/*.h)
 
-all: $(B)/microagent-init $(B)/vmm-exec $(B)/net-guard
+all: $(B)/microagent-init $(B)/vmm-exec $(B)/net-guard $(B)/janitor
 
 $(B):
 	mkdir -p $(B)
@@ -19,6 +20,10 @@ $(B)/microagent-init: $(filter-out guest/init/test_%.c,$(INIT_SRCS)) $(INIT_HDRS
 	strip $@
 
 $(B)/vmm-exec: native/vmm-exec.c | $(B)
+	$(CC) $(CFLAGS) $(LDFLAGS_STATIC) -o $@ $<
+	strip $@
+
+$(B)/janitor: native/janitor.c | $(B)
 	$(CC) $(CFLAGS) $(LDFLAGS_STATIC) -o $@ $<
 	strip $@
 

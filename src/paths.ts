@@ -19,6 +19,8 @@ export const BUILD = {
   vmmExec: join(PACKAGE_ROOT, 'build', 'vmm-exec'),
   /** Static filter between QEMU and passt that keeps the guest off host loopback (native/net-guard.c). */
   netGuard: join(PACKAGE_ROOT, 'build', 'net-guard'),
+  /** Static helper that removes a run's folder if the run dies (native/janitor.c). */
+  janitor: join(PACKAGE_ROOT, 'build', 'janitor'),
   /** The QEMU supervisor executable (JSON in, JSON out). */
   qemuSupervisor: join(PACKAGE_ROOT, 'dist', 'src', 'supervisors', 'qemu', 'main.js'),
   /** The per-workspace monitor process. */

@@ -76,6 +76,13 @@ export async function doctor(options: { stateDir?: string } = {}): Promise<Docto
       'Build it with `npm run build` in the microagent checkout.',
     ),
   );
+  checks.push(
+    await fileCheck(
+      'janitor helper',
+      BUILD.janitor,
+      'Build it with `npm run build` in the microagent checkout.',
+    ),
+  );
   const supervisor = supervisorPath();
   const supervisorCheck = await fileCheck(
     'supervisor',

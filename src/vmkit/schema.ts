@@ -66,6 +66,11 @@ export const VmStatusSchema = z
     v: z.literal(1),
     runtimeId: z.string(),
     monitorPid: z.number().int().positive(),
+    /**
+     * The monitor's start time (/proc/PID/stat field 22, clock ticks after
+     * boot): with the pid it names the process even when the pid is reused.
+     */
+    monitorStartTime: z.number().int().nonnegative().optional(),
     qemuPid: z.number().int().positive().optional(),
     state: VmStateSchema,
     accel: AccelSchema,

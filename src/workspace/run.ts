@@ -1,8 +1,9 @@
 /**
  * `run`: boot a workspace on an image, run one command in it, stream its
  * output, and tear everything down (or keep the workspace halted with
- * `keep`). Nothing is left behind on failure, and the per-workspace monitor
- * tears the VM down by itself if this process dies (owner lease).
+ * `keep`). Nothing is left behind on failure. The VM's monitor runs in
+ * this process: the VM dies with it (PDEATHSIG), and a janitor deletes a
+ * throwaway workspace's folder if this process dies first.
  */
 import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
@@ -15,6 +16,7 @@ import { generateRunName, validateWorkspaceName } from './names.js';
 import { resolveResources, type Resources } from './profiles.js';
 import { appendEvent, newIdentity, writeRecord, type WorkspaceRecord } from './record.js';
 import { claimWorkspaceDir } from './store.js';
+import { startJanitor, type Janitor } from './janitor.js';
 import { prepareBoot, startVm, stopVm, killVm, type BootPlan } from './vm.js';
 import { checkPublishedPorts, resolveNetwork, type NetworkOptions } from './network.js';
 import {
@@ -112,7 +114,20 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   const ws = await claimWorkspaceDir(paths, name);
   const identity = newIdentity(name, options.labels);
   const keep = options.keep === true;
+  // The VM's monitor lives in this process (one Node start-up less before
+  // QEMU) and dies with it, taking the VM along; if that happens before
+  // the throwaway folder is deleted, the janitor deletes it.
+  let janitor: Janitor | undefined;
+  if (!keep) {
+    try {
+      janitor = await startJanitor(ws.dir);
+    } catch (err) {
+      await rm(ws.dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
   let started = false;
+  let monitorDone: Promise<unknown> | undefined;
   let argv: string[] = options.argv;
   let cwd: string | undefined;
   let plan: BootPlan | undefined;
@@ -159,12 +174,15 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       identity,
       accel: options.accel ?? 'auto',
       bootTimeoutMs: options.bootTimeoutMs ?? DEFAULT_BOOT_TIMEOUT_MS,
-      // The monitor kills the VM (and deletes a throwaway workspace) when
+      inProcess: true,
+      // With a detached monitor (a supervisor executable was asked for),
+      // the monitor kills the VM and deletes a throwaway workspace when
       // this process dies, so even SIGKILL of the CLI leaves nothing behind.
       ownerLease: true,
       removeOnOwnerExit: !keep,
     });
     started = true;
+    monitorDone = vm.monitorDone;
     options.onProgress?.({
       phase: 'boot',
       workspace: name,
@@ -216,6 +234,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     // shutdown.
     if (!keep || (await stopVm(ws, identity, 5000)).timedOut) await killVm(ws, identity);
     started = false;
+    await monitorDone;
     await recorded;
     if (keep) {
       const at = new Date().toISOString();
@@ -260,6 +279,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   } catch (err) {
     const error = toMicroagentError(err);
     if (started) await killVm(ws, identity).catch(() => undefined);
+    await monitorDone;
     if (keep && record) {
       const at = new Date().toISOString();
       const detail = error.message.split('\n')[0] ?? error.message;
@@ -270,5 +290,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       await rm(ws.dir, { recursive: true, force: true }).catch(() => undefined);
     }
     throw error;
+  } finally {
+    janitor?.release();
   }
 }

@@ -100,6 +100,11 @@ export interface StartedVm {
   accelReason: string;
   monitorPid: number;
   qemuPid: number;
+  /**
+   * With inProcess: settles when the monitor in this process has finished
+   * (the VM is gone and its sockets are closed).
+   */
+  monitorDone?: Promise<number>;
 }
 
 export interface StartOptions {
@@ -108,6 +113,22 @@ export interface StartOptions {
   bootTimeoutMs: number;
   ownerLease: boolean;
   removeOnOwnerExit: boolean;
+  /**
+   * Host the monitor in this process instead of a detached one (for callers
+   * that end the VM before they exit, like `run`): QEMU starts one Node
+   * start-up sooner. The VM dies with this process. Ignored when a
+   * supervisor executable is asked for (MICROAGENT_QEMU_SUPERVISOR,
+   * MICROAGENT_SUPERVISOR_EXEC=1).
+   */
+  inProcess?: boolean;
+}
+
+function useSupervisorExecutable(): boolean {
+  return (
+    (process.env.MICROAGENT_QEMU_SUPERVISOR !== undefined &&
+      process.env.MICROAGENT_QEMU_SUPERVISOR !== '') ||
+    process.env.MICROAGENT_SUPERVISOR_EXEC === '1'
+  );
 }
 
 /** The supervisor executable: pinned to this build, overridable for other backends. */
@@ -131,7 +152,7 @@ async function dispatch(
   request: SupervisorRequestInput,
   timeoutMs: number,
 ): Promise<StartResult | StatusResult> {
-  if (process.env.MICROAGENT_QEMU_SUPERVISOR || process.env.MICROAGENT_SUPERVISOR_EXEC === '1') {
+  if (useSupervisorExecutable()) {
     return callSupervisor(supervisorPath(), request, { timeoutMs });
   }
   const { handleRequest } = await import('../supervisors/qemu/supervisor.js');
@@ -152,31 +173,41 @@ export async function startVm(
   plan: BootPlan,
   options: StartOptions,
 ): Promise<StartedVm> {
-  const owner = options.ownerLease ? currentProcess() : undefined;
-  const response = await dispatch(
-    {
-      v: 1,
-      command: 'start',
-      identity: supervisorIdentity(options.identity),
-      config: {
-        runtimeDir: ws.runtime,
-        workspaceDir: ws.dir,
-        kernel: { path: plan.kernelPath, initramfs: plan.initramfsPath },
-        disks: [
-          { path: ws.disk, format: 'qcow2', readOnly: false, serial: 'ma-root' },
-          { path: ws.configDisk, format: 'raw', readOnly: true, serial: 'ma-config' },
-        ],
-        cpus: plan.resources.cpus,
-        memoryMiB: plan.resources.memoryMiB,
-        accel: options.accel,
-        bootTimeoutMs: options.bootTimeoutMs,
-        ...(owner ? { owner } : {}),
-        removeOnOwnerExit: options.removeOnOwnerExit,
-        ...(plan.network ? { network: vmNetwork(plan.network) } : {}),
-      },
+  const inProcess = options.inProcess === true && !useSupervisorExecutable();
+  const owner = options.ownerLease && !inProcess ? currentProcess() : undefined;
+  const request = {
+    v: 1,
+    command: 'start',
+    identity: supervisorIdentity(options.identity),
+    config: {
+      runtimeDir: ws.runtime,
+      workspaceDir: ws.dir,
+      kernel: { path: plan.kernelPath, initramfs: plan.initramfsPath },
+      disks: [
+        { path: ws.disk, format: 'qcow2', readOnly: false, serial: 'ma-root' },
+        { path: ws.configDisk, format: 'raw', readOnly: true, serial: 'ma-config' },
+      ],
+      cpus: plan.resources.cpus,
+      memoryMiB: plan.resources.memoryMiB,
+      accel: options.accel,
+      bootTimeoutMs: options.bootTimeoutMs,
+      ...(owner ? { owner } : {}),
+      removeOnOwnerExit: options.removeOnOwnerExit,
+      ...(plan.network ? { network: vmNetwork(plan.network) } : {}),
     },
-    30_000,
-  );
+  } satisfies SupervisorRequestInput;
+  if (inProcess) {
+    const { startInProcess } = await import('../supervisors/qemu/supervisor.js');
+    const { result, monitor } = await startInProcess(request);
+    return {
+      accel: result.accel,
+      accelReason: result.accelReason,
+      monitorPid: result.monitorPid,
+      qemuPid: result.qemuPid,
+      monitorDone: monitor.done,
+    };
+  }
+  const response = await dispatch(request, 30_000);
   return {
     accel: response.accel,
     accelReason: response.accelReason,

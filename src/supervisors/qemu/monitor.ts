@@ -20,7 +20,13 @@ import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { MicroagentError, toMicroagentError } from '../../errors.js';
 import { readTail } from '../../guest/console.js';
-import { processAlive, signalGroup, spawnDetached, stopProcessGroup } from '../../proc/spawn.js';
+import {
+  currentProcess,
+  processAlive,
+  signalGroup,
+  spawnDetached,
+  stopProcessGroup,
+} from '../../proc/spawn.js';
 import { writeJsonAtomic } from '../../util/fs.js';
 import { Mux, type MuxStream } from './mux.js';
 import { QmpClient, type QmpEvent } from './qmp.js';
@@ -109,6 +115,7 @@ export class Monitor {
       v: 1,
       runtimeId: config.identity.runtimeId,
       monitorPid: process.pid,
+      monitorStartTime: currentProcess().startTime,
       state: 'starting',
       accel: config.accel,
       accelReason: config.accelReason,
@@ -116,6 +123,11 @@ export class Monitor {
     };
     if (config.networkBackend) this.state.network = { backend: config.networkBackend };
     this.done = new Promise((resolve) => (this.finished = resolve));
+  }
+
+  /** A copy of the state monitor.json records. */
+  get status(): MonitorState {
+    return structuredClone(this.state);
   }
 
   /** Reads <run>/monitor-config.json and runs the monitor to its end. */
@@ -886,8 +898,8 @@ export class Monitor {
   }
 
   private async finish(): Promise<void> {
-    // Let ctl responses flush, then close everything.
-    await new Promise((r) => setTimeout(r, 50));
+    // Control connections are left to end by themselves: their answers
+    // (kill, wait, stop) are being written right now.
     for (const s of this.servers) s.close();
     for (const c of this.clients) c.destroy();
     for (const p of [
@@ -953,5 +965,8 @@ export async function runMonitor(runtimeDir: string): Promise<number> {
   } catch (err) {
     crash(err);
   }
-  return monitor.done;
+  const code = await monitor.done;
+  // The caller exits the process next: let the last control answers flush.
+  await new Promise((r) => setTimeout(r, 50));
+  return code;
 }

@@ -11,13 +11,14 @@
  */
 import { closeSync, constants, openSync } from 'node:fs';
 import { access, mkdir, readFile, stat, unlink } from 'node:fs/promises';
-import { basename, delimiter, join } from 'node:path';
+import { delimiter, join } from 'node:path';
 import { ZodError } from 'zod';
 import { MicroagentError, toMicroagentError } from '../../errors.js';
 import { readTail } from '../../guest/console.js';
 import { BUILD, MAX_SOCKET_PATH } from '../../paths.js';
-import { isAlive, signalGroup, sleep, spawnDetached } from '../../proc/spawn.js';
+import { isAlive, processAlive, signalGroup, sleep, spawnDetached } from '../../proc/spawn.js';
 import { writeJsonAtomic } from '../../util/fs.js';
+import { requireBuiltHelper } from '../../util/helpers.js';
 import {
   SupervisorExit,
   SupervisorRequestSchema,
@@ -28,6 +29,7 @@ import {
   type SupervisorResponse,
 } from '../../vmkit/schema.js';
 import { chooseAccel } from './accel.js';
+import { Monitor } from './monitor.js';
 import { ctlRequest, isUnreachable } from './ctl-client.js';
 import { assertTcpPortsFree } from '../../util/ports.js';
 import { buildPasstArgs, NET_FD } from './passt.js';
@@ -176,7 +178,7 @@ async function reconcile(files: RuntimeFiles): Promise<MonitorState | null> {
   const st = await readMonitorState(files);
   if (!st) return null;
   if (st.state === 'exited') return st;
-  if (isAlive(st.monitorPid) && (await isOurProcess(st.monitorPid, files.dir))) return st; // still starting up
+  if (await monitorRuns(st, files.dir)) return st; // still starting up
   let detail = `the monitor (pid ${st.monitorPid}) is gone`;
   if (
     st.qemuPid !== undefined &&
@@ -198,6 +200,17 @@ async function reconcile(files: RuntimeFiles): Promise<MonitorState | null> {
   return next;
 }
 
+/**
+ * True while the monitor that wrote st runs: its recorded start time when
+ * there is one (a monitor hosted by a `run` has no runtime dir in its
+ * command line), else its command line.
+ */
+async function monitorRuns(st: MonitorState, runtimeDir: string): Promise<boolean> {
+  if (st.monitorStartTime !== undefined)
+    return processAlive({ pid: st.monitorPid, startTime: st.monitorStartTime });
+  return isAlive(st.monitorPid) && (await isOurProcess(st.monitorPid, runtimeDir));
+}
+
 /** True when pid's command line mentions the runtime dir (guards against pid reuse). */
 async function isOurProcess(pid: number, runtimeDir: string): Promise<boolean> {
   try {
@@ -210,7 +223,93 @@ async function isOurProcess(pid: number, runtimeDir: string): Promise<boolean> {
 
 // ---- start --------------------------------------------------------------------
 
-async function start(req: Extract<SupervisorRequest, { command: 'start' }>): Promise<StartResult> {
+type StartRequest = Extract<SupervisorRequest, { command: 'start' }>;
+
+/** What `start` has checked and written before a monitor runs. */
+interface PlannedStart {
+  files: RuntimeFiles;
+  config: MonitorConfig;
+  tscKhz?: number;
+}
+
+async function start(req: StartRequest): Promise<StartResult> {
+  const plan = await planStart(req);
+  const { files } = plan;
+  const logFd = openSync(files.monitorLog, 'a', 0o600);
+  let monitorPid: number | undefined;
+  try {
+    const child = spawnDetached([process.execPath, BUILD.qemuMonitor, plan.config.runtimeDir], {
+      stdio: ['ignore', logFd, logFd],
+    });
+    child.on('error', () => {});
+    child.unref();
+    monitorPid = child.pid;
+  } finally {
+    closeSync(logFd);
+  }
+  if (monitorPid === undefined)
+    throw new MicroagentError('VMM_START_FAILED', 'cannot spawn the monitor process');
+  return startResult(plan, monitorPid, await waitStarted(files, monitorPid));
+}
+
+/**
+ * `start` with the monitor in this process instead of a detached one, for
+ * callers whose lifetime bounds the VM's anyway (`run`): one Node start-up
+ * less on the way to QEMU. Everything else is the same: the same monitor
+ * code, sockets, monitor.json and ctl protocol. QEMU, passt's guard and the
+ * guard itself carry PDEATHSIG to this process (vmm-exec), so they die with
+ * it, even on SIGKILL. The caller must call `Monitor.kill` (or stop the VM
+ * through ctl.sock) and await `monitor.done` before it lets go.
+ */
+export async function startInProcess(
+  raw: unknown,
+): Promise<{ result: StartResult; monitor: Monitor }> {
+  const req = SupervisorRequestSchema.parse(raw);
+  if (req.command !== 'start')
+    throw new MicroagentError('INTERNAL', 'startInProcess needs a start request');
+  const plan = await planStart(req);
+  const monitor = new Monitor(plan.config);
+  try {
+    await monitor.start();
+  } catch (err) {
+    await monitor.recordCrash(err);
+    throw err;
+  }
+  return { result: await startResult(plan, process.pid, monitor.status), monitor };
+}
+
+async function startResult(
+  plan: PlannedStart,
+  monitorPid: number,
+  status: MonitorState,
+): Promise<StartResult> {
+  const { files, config } = plan;
+  if (status.state === 'exited' || status.qemuPid === undefined) {
+    const serial = await readTail(files.serialLog, 40);
+    throw new MicroagentError(
+      'VMM_START_FAILED',
+      `QEMU did not start: ${status.exit?.detail ?? status.exit?.reason ?? 'unknown reason'}${serial ? `\n--- serial console (last lines) ---\n${serial}` : ''}`,
+      { data: { status, consoleTail: serial, qemuLog: await readTail(files.qemuLog, 20) } },
+    );
+  }
+  return {
+    ok: true,
+    command: 'start',
+    runtimeDir: config.runtimeDir,
+    monitorPid,
+    qemuPid: status.qemuPid,
+    accel: config.accel,
+    accelReason: config.accelReason,
+    ...(plan.tscKhz !== undefined ? { tscKhz: plan.tscKhz } : {}),
+    status,
+  };
+}
+
+/**
+ * Checks a start request against the host, clears the previous boot's
+ * runtime files and writes <run>/monitor-config.json.
+ */
+async function planStart(req: StartRequest): Promise<PlannedStart> {
   const c = req.config;
   const files = runtimeFiles(c.runtimeDir);
   for (const p of [files.muxSocket, files.agentSocket, files.controlSocket, files.qmpSocket]) {
@@ -236,12 +335,7 @@ async function start(req: Extract<SupervisorRequest, { command: 'start' }>): Pro
   await mkdir(c.workspaceDir, { recursive: true, mode: 0o700 });
   await mkdir(c.runtimeDir, { recursive: true, mode: 0o700 });
   const previous = await readMonitorState(files).catch(() => undefined);
-  if (
-    previous &&
-    previous.state !== 'exited' &&
-    isAlive(previous.monitorPid) &&
-    (await isOurProcess(previous.monitorPid, c.runtimeDir))
-  ) {
+  if (previous && previous.state !== 'exited' && (await monitorRuns(previous, c.runtimeDir))) {
     throw new MicroagentError(
       'VM_RUNNING',
       `a monitor (pid ${previous.monitorPid}) already runs this VM (${previous.state})`,
@@ -299,41 +393,10 @@ async function start(req: Extract<SupervisorRequest, { command: 'start' }>): Pro
     removeOnOwnerExit: c.removeOnOwnerExit,
   };
   await writeJsonAtomic(files.monitorConfig, monitorConfig);
-
-  const logFd = openSync(files.monitorLog, 'a', 0o600);
-  let monitorPid: number | undefined;
-  try {
-    const child = spawnDetached([process.execPath, BUILD.qemuMonitor, c.runtimeDir], {
-      stdio: ['ignore', logFd, logFd],
-    });
-    child.on('error', () => {});
-    child.unref();
-    monitorPid = child.pid;
-  } finally {
-    closeSync(logFd);
-  }
-  if (monitorPid === undefined)
-    throw new MicroagentError('VMM_START_FAILED', 'cannot spawn the monitor process');
-
-  const status = await waitStarted(files, monitorPid);
-  if (status.state === 'exited' || status.qemuPid === undefined) {
-    const serial = await readTail(files.serialLog, 40);
-    throw new MicroagentError(
-      'VMM_START_FAILED',
-      `QEMU did not start: ${status.exit?.detail ?? status.exit?.reason ?? 'unknown reason'}${serial ? `\n--- serial console (last lines) ---\n${serial}` : ''}`,
-      { data: { status, consoleTail: serial, qemuLog: await readTail(files.qemuLog, 20) } },
-    );
-  }
   return {
-    ok: true,
-    command: 'start',
-    runtimeDir: c.runtimeDir,
-    monitorPid,
-    qemuPid: status.qemuPid,
-    accel: accel.accel,
-    accelReason: accel.reason,
+    files,
+    config: monitorConfig,
     ...(accel.tscKhz !== undefined ? { tscKhz: accel.tscKhz } : {}),
-    status,
   };
 }
 
@@ -424,17 +487,6 @@ async function planNetwork(network: StartConfig['network']): Promise<{
     ...(network.allowHostLoopback ? {} : { netGuard: BUILD.netGuard }),
     qemu: { kind: 'fd', fd: NET_FD },
   };
-}
-
-/** HOST_TOOL_MISSING unless the build produced this helper (build/<name>). */
-async function requireBuiltHelper(path: string): Promise<void> {
-  try {
-    await access(path, constants.X_OK);
-  } catch {
-    throw new MicroagentError('HOST_TOOL_MISSING', `${path} is missing`, {
-      remediation: `Build it with \`npm run build\` (or \`make build/${basename(path)}\`) in the microagent checkout.`,
-    });
-  }
 }
 
 /** An absolute path for a program name (vmm-exec uses execv: no PATH search). */
