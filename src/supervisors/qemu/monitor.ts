@@ -43,6 +43,8 @@ import {
   type VmState,
 } from './state.js';
 
+/** How long a guest-channel client gets to take its last answer once the VM is gone. */
+const CLIENT_DRAIN_MS = 1000;
 const OWNER_POLL_MS = 200;
 /** How long QEMU may take to answer QMP after it was spawned. */
 const QMP_CONNECT_TIMEOUT_MS = 30_000;
@@ -898,10 +900,17 @@ export class Monitor {
   }
 
   private async finish(): Promise<void> {
-    // Control connections are left to end by themselves: their answers
-    // (kill, wait, stop) are being written right now.
+    // Answers to clients whose waits just failed or ended (BOOT_FAILED, the
+    // exit, kill/wait/stop on ctl.sock) are written from promise callbacks:
+    // let them run first. Control connections then end by themselves.
+    await new Promise((r) => setImmediate(r));
     for (const s of this.servers) s.close();
-    for (const c of this.clients) c.destroy();
+    // Guest-channel clients may have a last answer (BOOT_FAILED, the exit)
+    // still being written: end them, and cut off any that do not drain.
+    for (const c of this.clients) {
+      c.end();
+      setTimeout(() => c.destroy(), CLIENT_DRAIN_MS).unref();
+    }
     for (const p of [
       this.files.muxSocket,
       this.files.agentSocket,
