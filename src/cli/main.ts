@@ -3,104 +3,9 @@
  * The microagent CLI: parses arguments, calls the library, renders results.
  * It holds no logic of its own.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { suggest, UsageError, type FlagSpecs } from './args.js';
-import { EXIT, reportError, writeJson, type Output } from './output.js';
-import { PACKAGE_ROOT } from '../paths.js';
-import { runMain, RUN_FLAGS, RUN_USAGE } from './commands/run.js';
-import { kernelMain, KERNEL_USAGE } from './commands/kernel.js';
-import { doctorMain, DOCTOR_FLAGS, DOCTOR_USAGE } from './commands/doctor.js';
-import { ALIASES, WORKSPACE_COMMANDS } from './commands/workspace.js';
-import { IMAGE_COMMAND } from './commands/image.js';
-import { NETWORK_COMMAND } from './commands/network.js';
-import { FILE_COMMANDS } from './commands/files.js';
-import { ROOTFS_COMMAND } from './commands/rootfs.js';
-import { SERVE_COMMAND } from './commands/serve.js';
-
-interface Command {
-  summary: string;
-  usage: string;
-  flags?: FlagSpecs;
-  main: (argv: string[], out: Output) => Promise<number>;
-}
-
-const COMMANDS: Record<string, Command> = {
-  run: {
-    summary: 'Boot a workspace, run one command in it, tear it down',
-    usage: RUN_USAGE,
-    flags: RUN_FLAGS,
-    main: runMain,
-  },
-  ...WORKSPACE_COMMANDS,
-  ...FILE_COMMANDS,
-  image: IMAGE_COMMAND,
-  network: NETWORK_COMMAND,
-  rootfs: ROOTFS_COMMAND,
-  serve: SERVE_COMMAND,
-  kernel: {
-    summary: 'Install, list and verify guest kernels',
-    usage: KERNEL_USAGE,
-    main: kernelMain,
-  },
-  doctor: {
-    summary: 'Check that this host can boot workspaces',
-    usage: DOCTOR_USAGE,
-    flags: DOCTOR_FLAGS,
-    main: doctorMain,
-  },
-  version: {
-    summary: 'Print the version',
-    usage: 'microagent version',
-    main: async (_argv, out) => {
-      if (out.json) writeJson(out, { version: version() });
-      else out.stdout.write(`microagent ${version()}\n`);
-      return EXIT.OK;
-    },
-  },
-  help: {
-    summary: 'Show help for a command',
-    usage: 'microagent help [COMMAND]',
-    main: async (argv, out) => {
-      if (out.json) writeJson(out, { help: helpText(argv[0]) });
-      else out.stdout.write(helpText(argv[0]));
-      return EXIT.OK;
-    },
-  },
-};
-
-function version(): string {
-  const pkg = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as {
-    version: string;
-  };
-  return pkg.version;
-}
-
-export function helpText(command?: string): string {
-  if (command !== undefined) {
-    const cmd = COMMANDS[ALIASES[command] ?? command];
-    if (!cmd)
-      throw new UsageError(
-        `unknown command "${command}"${suggest(command, Object.keys(COMMANDS), '')}`,
-      );
-    let text = `${cmd.summary}\n\nUsage: ${cmd.usage}\n`;
-    if (cmd.flags) {
-      text += '\nFlags:\n';
-      for (const [name, spec] of Object.entries(cmd.flags)) {
-        const left = `${spec.short ? `-${spec.short}, ` : '    '}--${name}${spec.arg ? ` ${spec.arg}` : ''}`;
-        text += `  ${left.padEnd(34)} ${spec.help}\n`;
-      }
-    }
-    return text;
-  }
-  let text =
-    'microagent: run AI-agent workspaces in Linux microVMs\n\nUsage: microagent COMMAND [flags]\n\nCommands:\n';
-  for (const [name, cmd] of Object.entries(COMMANDS)) {
-    text += `  ${name.padEnd(10)} ${cmd.summary}\n`;
-  }
-  text += '\nRun `microagent help COMMAND` for the flags of a command.\n';
-  return text;
-}
+import { EXIT, reportError, type Output } from './output.js';
+import { ALIASES, COMMANDS, helpText, version } from './registry.js';
 
 export async function main(argv: string[]): Promise<number> {
   const out: Output = { json: false, stdout: process.stdout, stderr: process.stderr };
@@ -118,7 +23,7 @@ export async function main(argv: string[]): Promise<number> {
       }
       if (flag === '--json') mode = 'ax';
       else if (flag === '--help' || flag === '-h') {
-        out.stdout.write(helpText());
+        out.stdout.write(await helpText());
         return EXIT.OK;
       } else if (flag === '--version' || flag === '-v') {
         out.stdout.write(`microagent ${version()}\n`);
@@ -132,16 +37,17 @@ export async function main(argv: string[]): Promise<number> {
     const typed = argv[i];
     const name = typed !== undefined ? (ALIASES[typed] ?? typed) : undefined;
     if (name === undefined) {
-      out.stderr.write(helpText());
+      out.stderr.write(await helpText());
       return EXIT.USAGE;
     }
-    const command = COMMANDS[name];
-    if (!command) {
+    const load = COMMANDS[name];
+    if (!load) {
       throw new UsageError(
         `unknown command "${name}"${suggest(name, Object.keys(COMMANDS), '')}`,
         'Run `microagent help` for the list of commands.',
       );
     }
+    const command = await load();
     let rest = argv.slice(i + 1);
     // Only the arguments before the guest command (run, exec) or before `--`
     // are microagent's: --help, --json and --mode there are ours.
@@ -158,7 +64,7 @@ export async function main(argv: string[]): Promise<number> {
       }
       const a = rest[k] as string;
       if (isHelp(a)) {
-        out.stdout.write(helpText(name));
+        out.stdout.write(await helpText(name));
         return EXIT.OK;
       }
       if (a === '--json') mode = 'ax';

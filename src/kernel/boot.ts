@@ -8,8 +8,7 @@ import { join } from 'node:path';
 import { MicroagentError } from '../errors.js';
 import { BUILD, type StatePaths } from '../paths.js';
 import { fsyncDir, sha256, writeFileAtomic } from '../util/fs.js';
-import { buildInitramfs } from './initramfs.js';
-import { installKernel, readGuestInit } from './install.js';
+import { readGuestInit } from './guest-init.js';
 import { waitUnlocked, withLock } from './lock.js';
 import {
   INITRAMFS_FILE,
@@ -123,6 +122,8 @@ export async function prepareBootKernel(
         },
       );
     }
+    // Loaded here: installing (apt, kernel image formats) is a first-boot path.
+    const { installKernel } = await import('./install.js');
     const r = await installKernel(
       paths,
       { kind: 'apt' },
@@ -206,6 +207,7 @@ export async function regenerateInitramfs(
           throw verifyFailed(id, [{ name: file, expected: m.sha256, actual, ok: false }]);
         modules.push({ name: m.name, data });
       }
+      const { buildInitramfs } = await import('./initramfs.js');
       const initramfs = buildInitramfs({ init, modules });
       // Initramfs first, manifest second: a reader that sees the new file with
       // the old manifest finds the lock held and waits (prepareBootKernel).

@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { MicroagentError } from '../errors.js';
 import { BUILD, type StatePaths } from '../paths.js';
 import { ensurePrivateDir, exists, fsyncDir, sha256 } from '../util/fs.js';
+import { readGuestInit } from './guest-init.js';
 import { obtainDeb, extractDeb, resolveAptKernel, DEFAULT_KERNEL_METAPACKAGE } from './apt.js';
 import { extractVmlinux, isBzImage, parseBzImageHeader } from './bzimage.js';
 import { findLinuxRelease, findPvhEntry, isElf, isX8664Executable } from './elf.js';
@@ -249,17 +250,6 @@ export async function deriveBootImage(image: Buffer): Promise<BootImage> {
 
 function release(r: string | undefined): { release?: string } {
   return r ? { release: r } : {};
-}
-
-export async function readGuestInit(path: string): Promise<Buffer> {
-  try {
-    return await readFile(path);
-  } catch (err) {
-    throw new MicroagentError('GUEST_INIT_MISSING', `the guest init ${path} is not built`, {
-      data: { path },
-      cause: err,
-    });
-  }
 }
 
 /**

@@ -2,19 +2,21 @@
  * Per-workspace disks: the copy-on-write root disk over a baseline image,
  * and the read-only config disk (docs/protocol.md §4).
  */
-import { chmod, rename, rm } from 'node:fs/promises';
+import { chmod, rename, rm, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { MicroagentError } from '../errors.js';
 import { encodeConfigDisk, type GuestConfig } from '../guest/protocol.js';
 import { run } from '../proc/spawn.js';
-import { exists, fsyncDir, writeFileAtomic } from '../util/fs.js';
+import { fsyncDir, writeFileAtomic } from '../util/fs.js';
+import { qcow2Overlay, QCOW2_MAX_DIRECT_SIZE } from './qcow2.js';
 
 /**
  * Creates a qcow2 overlay whose backing file is the (raw ext4) baseline:
  * writes land in the overlay, the baseline is never modified, so many
  * workspaces share one baseline. Created under a temporary name and renamed
- * into place; mode 0600.
+ * into place; mode 0600. Written directly (rootfs/qcow2.ts) up to 4 TiB,
+ * by qemu-img beyond.
  *
  * @throws IMAGE_BUILD_FAILED when the baseline is missing; HOST_TOOL_* from qemu-img
  */
@@ -22,8 +24,17 @@ export async function createOverlay(baselinePath: string, overlayPath: string): 
   // The backing path is stored in the overlay header as given: make it
   // absolute so the overlay works from any working directory.
   const baseline = resolve(baselinePath);
-  if (!(await exists(baseline))) {
+  const size = await stat(baseline).then(
+    (st) => (st.isFile() ? st.size : undefined),
+    () => undefined,
+  );
+  if (size === undefined) {
     throw new MicroagentError('IMAGE_BUILD_FAILED', `baseline image ${baseline} does not exist`);
+  }
+  if (size > 0 && size <= QCOW2_MAX_DIRECT_SIZE) {
+    // What qemu-img would write, without a process start per workspace.
+    await writeFileAtomic(overlayPath, qcow2Overlay(baseline, size), 0o600);
+    return;
   }
   const tmp = join(
     dirname(overlayPath),

@@ -7,11 +7,22 @@
  * volumes) are refused by name rather than dropped.
  */
 import { readFile } from 'node:fs/promises';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Node } from 'yaml';
+import { createRequire } from 'node:module';
+import type { LineCounter, Node } from 'yaml';
 import { z } from 'zod';
 import { MicroagentError } from '../errors.js';
 import { parsePublish } from '../workspace/network.js';
 import { PROFILES } from '../workspace/profiles.js';
+
+/**
+ * The YAML parser, loaded on first use: it is ~70 modules, and every CLI
+ * command that can take a spec would otherwise load it on each start-up.
+ */
+let yamlModule: typeof import('yaml') | undefined;
+function yaml(): typeof import('yaml') {
+  yamlModule ??= createRequire(import.meta.url)('yaml') as typeof import('yaml');
+  return yamlModule;
+}
 
 /** `[HOST_IP:]HOST_PORT:GUEST_PORT[/tcp]`, checked by the same parser as `--publish`. */
 const Publish = z.string().superRefine((value, ctx) => {
@@ -143,6 +154,7 @@ export function formatPath(path: readonly (string | number)[]): string {
  * nearest ancestor that exists (a missing field points at its parent map).
  */
 function nodeAt(root: Node | null, path: readonly (string | number)[], key?: string): Node | null {
+  const { isMap, isScalar, isSeq } = yaml();
   let node: Node | null = root;
   for (const seg of [...path, ...(key !== undefined ? [key] : [])]) {
     if (isMap(node)) {
@@ -176,6 +188,7 @@ function position(
  * Throws SPEC_INVALID with data.issues [{path, message, line, col}].
  */
 export function parseSpec(text: string, source = 'microagent.yaml'): Spec {
+  const { LineCounter, parseDocument } = yaml();
   const counter = new LineCounter();
   const doc = parseDocument(text, { lineCounter: counter, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length > 0) {

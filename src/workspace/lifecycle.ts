@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream';
 import { MicroagentError, toMicroagentError } from '../errors.js';
 import { execInGuest } from '../guest/exec-client.js';
 import type { ExecExit } from '../guest/protocol.js';
-import { prepareBootKernel, type BootKernel } from '../kernel/index.js';
+import { prepareBootKernel, type BootKernel } from '../kernel/boot.js';
 import { StatePaths, type WorkspacePaths } from '../paths.js';
 import { acquireLock } from './lock.js';
 import { validateWorkspaceName } from './names.js';

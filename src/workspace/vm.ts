@@ -3,7 +3,7 @@
  * plan (verified kernel, image baseline, private overlay, config disk) and
  * drives the supervisor executable to start, stop and kill its VM.
  */
-import { prepareBootKernel } from '../kernel/index.js';
+import { prepareBootKernel } from '../kernel/boot.js';
 import { BUILD, type StatePaths, type WorkspacePaths } from '../paths.js';
 import { currentProcess } from '../proc/spawn.js';
 import { createOverlay, writeConfigDisk } from '../rootfs/disks.js';

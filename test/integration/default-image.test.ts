@@ -123,6 +123,25 @@ describe('default image', { skip }, () => {
     assert.equal((await stat(image.path)).mtimeMs, before);
   });
 
+  test('the overlay is byte for byte what qemu-img writes, and qemu-img check passes', async () => {
+    const dir = join(root, 'qcow2');
+    await run(['mkdir', '-p', dir]);
+    // Sizes around the L1 table's steps (one entry per 512 MiB), an odd
+    // one (rounded to sectors) and the largest this layout covers (4 TiB).
+    const sizes = [1000, 1 << 20, 512 * 2 ** 20, 512 * 2 ** 20 + 1, 10 * 2 ** 30, 4 * 2 ** 40];
+    for (const size of sizes) {
+      const backing = join(dir, `backing with spaces ${size}.raw`);
+      await run(['truncate', '-s', String(size), backing]);
+      const ours = join(dir, `ours-${size}.qcow2`);
+      const theirs = join(dir, `theirs-${size}.qcow2`);
+      await createOverlay(backing, ours);
+      await run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', backing, theirs]);
+      assert.ok((await readFile(ours)).equals(await readFile(theirs)), `size ${size}`);
+      await run(['qemu-img', 'check', '-q', ours]);
+      await rm(backing);
+    }
+  });
+
   test('writeConfigDisk writes the protocol image, 0600', async () => {
     const path = join(root, 'config.img');
     await writeConfigDisk(path, { v: 1, workspace: 'w1', hostname: 'w1' });

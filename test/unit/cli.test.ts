@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseArgs, parseDuration, UsageError } from '../../src/cli/args.js';
 import { cli } from '../helpers.js';
+import { helpText } from '../../src/cli/registry.js';
 
 describe('argument parser', () => {
   const specs = {
@@ -96,5 +97,17 @@ describe('microagent CLI usage', () => {
     const r = await cli(['kernel', 'install', '--file', '/etc/passwd']);
     assert.equal(r.code, 2);
     assert.match(r.stderr.toString(), /needs --sha256/);
+  });
+});
+
+describe('command table', () => {
+  it('lists every command of every command module (they load on use)', async () => {
+    const text = await helpText();
+    const { WORKSPACE_COMMANDS } = await import('../../src/cli/commands/workspace.js');
+    const { FILE_COMMANDS } = await import('../../src/cli/commands/files.js');
+    for (const [name, spec] of Object.entries({ ...WORKSPACE_COMMANDS, ...FILE_COMMANDS })) {
+      const summary = spec.summary.replace(/[()[\]]/g, '\\$&');
+      assert.match(text, new RegExp(`^  ${name} +${summary}$`, 'm'));
+    }
   });
 });

@@ -3,53 +3,16 @@
  */
 import { parseArgs, UsageError, type FlagSpecs } from '../args.js';
 import { table, writeJson, type Output } from '../output.js';
-import { listImages, pullImage, removeImage, tagImage, type PullEvent } from '../../oci/index.js';
+import { listImages, pullImage, removeImage, tagImage } from '../../oci/index.js';
 import { prune as pruneAll } from '../../workspace/prune.js';
 import { StatePaths } from '../../paths.js';
 import type { CommandSpec } from './workspace.js';
-import type { ResolveImageOptions } from '../../workspace/image.js';
-import { parseMemory } from '../../workspace/profiles.js';
+import { progressRenderer } from './image-flags.js';
 
 const COMMON: FlagSpecs = {
   json: { type: 'boolean', help: 'Print JSON' },
   'state-dir': { type: 'string', arg: 'DIR', help: 'State directory (default ~/.microagent)' },
 };
-/** Flags shared by run, create and rootfs build for resolving an image. */
-export const IMAGE_FLAGS: FlagSpecs = {
-  platform: {
-    type: 'string',
-    arg: 'OS/ARCH[/VARIANT]',
-    help: 'Platform to pick from an image index (default: this host)',
-  },
-  'insecure-registry': {
-    type: 'strings',
-    arg: 'HOST[:PORT]',
-    help: 'Allow plain HTTP to this registry (repeatable)',
-  },
-  'allow-guest-setuid': {
-    type: 'boolean',
-    help: 'Keep setuid/setgid bits from the image (stripped by default)',
-  },
-  size: {
-    type: 'string',
-    arg: 'SIZE',
-    help: 'Pin the root file system size, e.g. 2G (default: content + headroom)',
-  },
-};
-
-export function imageOptionsFrom(
-  f: Record<string, unknown>,
-  progress?: NodeJS.WritableStream,
-): ResolveImageOptions {
-  return {
-    ...(f.platform ? { platform: f.platform as string } : {}),
-    ...(f['insecure-registry'] ? { insecureRegistries: f['insecure-registry'] as string[] } : {}),
-    ...(f['allow-guest-setuid'] === true ? { allowGuestSetuid: true } : {}),
-    ...(f.size ? { sizeBytes: parseMemory(f.size as string) * 1024 * 1024 } : {}),
-    ...(progress ? { onPull: progressRenderer(progress as NodeJS.WriteStream) } : {}),
-  };
-}
-
 const PULL_FLAGS: FlagSpecs = {
   ...COMMON,
   platform: {
@@ -78,38 +41,6 @@ function paths(flags: Record<string, unknown>): StatePaths {
 
 function json(out: Output, flags: Record<string, unknown>): boolean {
   return out.json || flags.json === true;
-}
-
-/** Per-layer progress bars, redrawn in place on a TTY (stderr only). */
-export function progressRenderer(stream: NodeJS.WriteStream): (e: PullEvent) => void {
-  const layers = new Map<string, { done: number; total: number; cached: boolean }>();
-  let drawn = 0;
-  let last = 0;
-  const draw = (force: boolean): void => {
-    const now = Date.now();
-    if (!force && now - last < 100) return;
-    last = now;
-    if (drawn > 0) stream.write(`\x1b[${drawn}A`);
-    const width = 30;
-    for (const [digest, l] of layers) {
-      const frac = l.total > 0 ? Math.min(1, l.done / l.total) : 1;
-      const bar = '#'.repeat(Math.round(frac * width)).padEnd(width, ' ');
-      const mb = (n: number): string => (n / 1e6).toFixed(1);
-      const label = l.cached ? 'cached' : `${mb(l.done)}/${mb(l.total)} MB`;
-      stream.write(`\x1b[2K${digest.slice(7, 19)} [${bar}] ${label}\n`);
-    }
-    drawn = layers.size;
-  };
-  return (e) => {
-    if (e.type === 'blob' && e.kind === 'layer') {
-      layers.set(e.digest, { done: e.done, total: e.total, cached: e.cached });
-      draw(e.done === e.total);
-    } else if (e.type === 'resolved') {
-      stream.write(`${e.reference} → ${e.digest.slice(0, 19)}… (${e.layers} layers)\n`);
-    } else if (e.type === 'done') {
-      draw(true);
-    }
-  };
 }
 
 async function pull(argv: string[], out: Output): Promise<number> {

@@ -5,7 +5,7 @@ import { parseArgs, UsageError, type FlagSpecs } from '../args.js';
 import { writeJson, type Output } from '../output.js';
 import { buildImageRootfs } from '../../workspace/rootfs-build.js';
 import { parseMemory } from '../../workspace/profiles.js';
-import { IMAGE_FLAGS, progressRenderer } from './image.js';
+import { IMAGE_FLAGS, progressRenderer } from './image-flags.js';
 import type { CommandSpec } from './workspace.js';
 
 const USAGE =

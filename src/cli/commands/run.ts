@@ -11,7 +11,7 @@ import {
 } from '../args.js';
 import { encodeOutput, paint, writeJson, type Output } from '../output.js';
 import { runCommand, type RunResult } from '../../workspace/run.js';
-import { IMAGE_FLAGS, imageOptionsFrom } from './image.js';
+import { IMAGE_FLAGS, imageOptionsFrom } from './image-flags.js';
 import { FILE_FLAG, specFromFlags } from './spec-file.js';
 import { specToRunOptions } from '../../spec/index.js';
 import { NETWORK_FLAGS, networkOptionsFrom } from './network.js';

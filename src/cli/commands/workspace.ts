@@ -25,7 +25,7 @@ import {
   waitWorkspace,
 } from '../../workspace/lifecycle.js';
 import { parseMemory } from '../../workspace/profiles.js';
-import { IMAGE_FLAGS, imageOptionsFrom } from './image.js';
+import { IMAGE_FLAGS, imageOptionsFrom } from './image-flags.js';
 import { FILE_FLAG, specFromFlags } from './spec-file.js';
 import { specToCreateOptions } from '../../spec/index.js';
 import { NETWORK_FLAGS, networkOptionsFrom, networkSummary } from './network.js';
@@ -546,5 +546,3 @@ export const WORKSPACE_COMMANDS: Record<string, CommandSpec> = {
     main: resultMain,
   },
 };
-
-export const ALIASES: Record<string, string> = { inspect: 'status', ls: 'list', rm: 'delete' };
