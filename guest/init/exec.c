@@ -396,9 +396,23 @@ int exec_spawn(const char *const *argv, char *const *envp, const char *path, con
 	return exec_spawn_as(argv, envp, path, cwd, io, NULL, pid, r);
 }
 
+pid_t exec_setup_pid;
+
+/* Commands see a configured network: wait (once, briefly) for its set-up. */
+static void wait_setup(void)
+{
+	if (exec_setup_pid <= 0)
+		return;
+	int st;
+	while (waitpid(exec_setup_pid, &st, 0) < 0 && errno == EINTR)
+		;
+	exec_setup_pid = 0;
+}
+
 int exec_spawn_as(const char *const *argv, char *const *envp, const char *path, const char *cwd,
 		  const struct spawn_io *io, const struct exec_user *user, pid_t *pid, struct exec_result *r)
 {
+	wait_setup();
 	int ep[2];
 	if (pipe2(ep, O_CLOEXEC) != 0) {
 		exec_result_fail(r, ERR_SETUP_FAILED, "pipe: %s", strerror(errno));

@@ -106,6 +106,11 @@ int exec_spawn(const char *const *argv, char *const *envp, const char *path, con
 int exec_spawn_as(const char *const *argv, char *const *envp, const char *path, const char *cwd,
 		  const struct spawn_io *io, const struct exec_user *user, pid_t *pid, struct exec_result *r);
 
+/* A child of PID 1 that must finish before any command starts (the network
+ * set-up, which runs while the channel comes up); 0 when there is none. The
+ * spawn functions wait for it; whoever reaps it first must clear it. */
+extern pid_t exec_setup_pid;
+
 
 
 /* The config disk's env (merged over PATH/HOME for everything PID 1 runs). */

@@ -16,8 +16,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* virtio_net is loaded by stage 1; its probe normally finishes long before
- * PID 1 runs, so this only bounds a pathological case. */
+/* Stage 1 loads virtio_net in the background, so the NIC may appear a few
+ * ms after PID 1 starts; this only bounds a pathological case. */
 #define NIC_WAIT_MS 3000
 #define RESOLV_CONF "/etc/resolv.conf"
 
@@ -87,18 +87,10 @@ static void write_resolv_conf(const struct guest_net *n)
 	int len = net_resolv_conf(n, text, sizeof text);
 	if (len < 0)
 		return;
-	int fd = open(RESOLV_CONF, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		/* A read-only root, or a dangling link into a resolver's runtime
-		 * directory: DNS is then the image's own business. */
-		if (errno != EROFS)
-			log_msg("open %s: %s", RESOLV_CONF, strerror(errno));
-		return;
-	}
-	if (write_all(fd, text, (size_t)len) != 0)
+	/* A read-only root, or a dangling link into a resolver's runtime
+	 * directory: DNS is then the image's own business. */
+	if (rewrite_file(RESOLV_CONF, text, (size_t)len, 0644) != 0 && errno != EROFS)
 		log_msg("write %s: %s", RESOLV_CONF, strerror(errno));
-	if (close(fd) != 0)
-		log_msg("close %s: %s", RESOLV_CONF, strerror(errno));
 }
 
 int net_configure(const struct guest_net *n)
@@ -112,7 +104,7 @@ int net_configure(const struct guest_net *n)
 			log_msg("network: no network interface after %d ms", NIC_WAIT_MS);
 			return -1;
 		}
-		sleep_ms(10);
+		sleep_ms(5);
 	}
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (s < 0) {

@@ -489,6 +489,10 @@ static void reap(void)
 		}
 		if (p == 0)
 			return;
+		if (p == exec_setup_pid) {
+			exec_setup_pid = 0;
+			continue;
+		}
 		if (boot_state == BOOT_RUNNING && p == boot_pid) {
 			boot_exited(st);
 			continue;
@@ -547,16 +551,13 @@ static void set_hostname(void)
 {
 	if (sethostname(config.hostname, strlen(config.hostname)) != 0)
 		fatal("sethostname %s: %s", config.hostname, strerror(errno));
-	int fd = open("/etc/hostname", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		if (errno != EROFS && errno != ENOENT)
-			log_msg("open /etc/hostname: %s", strerror(errno));
+	char line[80];
+	int n = snprintf(line, sizeof line, "%s\n", config.hostname);
+	if (n < 0 || (size_t)n >= sizeof line)
 		return;
-	}
-	if (write_all(fd, config.hostname, strlen(config.hostname)) != 0 || write_all(fd, "\n", 1) != 0)
+	if (rewrite_file("/etc/hostname", line, (size_t)n, 0644) != 0 && errno != EROFS &&
+	    errno != ENOENT)
 		log_msg("write /etc/hostname: %s", strerror(errno));
-	if (close(fd) != 0)
-		log_msg("close /etc/hostname: %s", strerror(errno));
 }
 
 static void loopback_up(void)
@@ -579,13 +580,37 @@ static void loopback_up(void)
 	close(s);
 }
 
+/*
+ * Brings up lo and the NIC in a child process, so that the channel and the
+ * HELLO do not wait for them (the NIC's probe may still be running: stage 1
+ * loads its driver in the background). Commands wait for the child
+ * (exec_setup_pid), so they always start with the network configured.
+ * net_configure logs its own failures; exec works without a network.
+ */
+static void start_network(void)
+{
+	pid_t c = fork();
+	if (c == 0) {
+		loopback_up();
+		net_configure(&config.net);
+		_exit(0);
+	}
+	if (c < 0) {
+		log_msg("fork: %s; configuring the network before the channel", strerror(errno));
+		loopback_up();
+		net_configure(&config.net);
+		return;
+	}
+	exec_setup_pid = c;
+}
+
 static void open_channel(void)
 {
 	int64_t deadline = now_ms() + CHANNEL_WAIT_MS;
 	while (find_channel(chan_path, sizeof chan_path) != 0) {
 		if (now_ms() >= deadline)
 			fatal("no virtio-serial port named %s after %d ms", MUX_PORT_NAME, CHANNEL_WAIT_MS);
-		sleep_ms(10);
+		sleep_ms(5);
 	}
 	/* Non-blocking reads (channel_readable); mux_send waits for room itself. */
 	mux_fd = open(chan_path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -612,8 +637,7 @@ int pid1_main(void)
 	exec_set_config_env(config.env, config.envc);
 	log_debug("config: workspace %s", config.workspace);
 	set_hostname();
-	loopback_up();
-	net_configure(&config.net); /* logs its own failures; exec works without a network */
+	start_network();
 	if (mkdir_p1(RESULT_DIR, 0755) != 0)
 		log_msg("cannot create %s", RESULT_DIR);
 	boot_state = config.has_command ? BOOT_WAITING : BOOT_NONE;

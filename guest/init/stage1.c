@@ -23,6 +23,16 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/*
+ * Loads the .ko files in /modules in name order (the initramfs builder numbers them in
+ * dependency order) in a child process, and returns at once: the parent
+ * only needs the root disk, which appears as soon as virtio_blk is in,
+ * while the console and network drivers are still loading. The child keeps
+ * the modules open, so the parent can switch root and exec PID 1 (whose
+ * waits for the channel port and the NIC cover the rest); PID 1 reaps it.
+ * A failure is logged on the console, where the wait that then times out
+ * (root disk, channel) points to it.
+ */
 static void load_modules(void)
 {
 	DIR *d = opendir("/modules");
@@ -33,6 +43,7 @@ static void load_modules(void)
 	}
 	static char names[MAX_MODULES][256];
 	static char *sorted[MAX_MODULES];
+	static int fds[MAX_MODULES];
 	int n = 0;
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
@@ -50,17 +61,33 @@ static void load_modules(void)
 	for (int i = 0; i < n; i++) {
 		char path[300];
 		snprintf(path, sizeof path, "/modules/%s", sorted[i]);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
+		fds[i] = open(path, O_RDONLY | O_CLOEXEC);
+		if (fds[i] < 0)
 			fatal("open %s: %s", path, strerror(errno));
-		if (syscall(SYS_finit_module, fd, "", 0) != 0 && errno != EEXIST)
-			fatal("finit_module %s: %s", path, strerror(errno));
-		close(fd);
-		log_debug("loaded %s", sorted[i]);
-		/* The initramfs copy is no longer needed. */
+		/* The open descriptor keeps the data; the initramfs name can go. */
 		if (unlink(path) != 0)
 			log_debug("unlink %s: %s", path, strerror(errno));
 	}
+	pid_t c = fork();
+	if (c < 0)
+		log_msg("fork: %s; loading the modules in line", strerror(errno));
+	if (c <= 0) {
+		for (int i = 0; i < n; i++) {
+			if (syscall(SYS_finit_module, fds[i], "", 0) != 0 && errno != EEXIST) {
+				log_msg("finit_module %s: %s", sorted[i], strerror(errno));
+				if (c == 0)
+					_exit(1);
+				fatal("cannot load the kernel modules");
+			}
+			close(fds[i]);
+			log_debug("loaded %s", sorted[i]);
+		}
+		if (c == 0)
+			_exit(0);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
 }
 
 int stage1_main(void)
@@ -75,14 +102,13 @@ int stage1_main(void)
 	if (mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0 && errno != EBUSY)
 		fatal("mount /sys: %s", strerror(errno));
 	load_modules();
-	log_debug("modules loaded");
 
 	char dev[64];
 	int64_t deadline = now_ms() + ROOT_WAIT_MS;
 	while (find_disk_by_serial(ROOT_DISK_SERIAL, dev, sizeof dev) != 0) {
 		if (now_ms() >= deadline)
 			fatal("no root disk (virtio-blk serial %s) after %d ms", ROOT_DISK_SERIAL, ROOT_WAIT_MS);
-		sleep_ms(10);
+		sleep_ms(2);
 	}
 	log_debug("root disk %s", dev);
 	if (mkdir_p1("/newroot", 0755) != 0)

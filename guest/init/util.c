@@ -38,6 +38,19 @@ int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+int rewrite_file(const char *path, const void *data, size_t len, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -1;
+	int rc = write_all(fd, data, len) == 0 && ftruncate(fd, (off_t)len) == 0 ? 0 : -1;
+	int saved = errno;
+	if (close(fd) != 0 && rc == 0)
+		return -1;
+	errno = saved;
+	return rc;
+}
+
 ssize_t read_full(int fd, void *buf, size_t cap)
 {
 	size_t have = 0;

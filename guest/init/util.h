@@ -13,6 +13,11 @@ int64_t boottime_ms(void);
 
 /* write()/read() the whole buffer, retrying on EINTR. 0 or -1 (errno set). */
 int write_all(int fd, const void *buf, size_t len);
+/* Replaces the content of a small file (created with mode if missing):
+ * overwritten in place, then cut to len. Not O_TRUNC: on ext4 a file
+ * truncated to zero and rewritten is flushed to disk at close
+ * (auto_da_alloc), ~10 ms at boot under TCG. 0 or -1 (errno set). */
+int rewrite_file(const char *path, const void *data, size_t len, mode_t mode);
 /* Reads up to cap bytes until EOF; returns the count or -1. */
 ssize_t read_full(int fd, void *buf, size_t cap);
 /* Reads a small text file into buf (NUL-terminated, trailing newlines cut).
