@@ -197,9 +197,14 @@ int config_load(struct guest_config *c, int wait_ms, char *err, size_t errlen)
 		sleep_ms(10);
 	}
 	log_debug("config disk %s", dev);
-	int fd = open(dev, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return cerr(err, errlen, "open %s: %s", dev, strerror(errno));
+	/* Stage 1 loads the drivers in the background: a disk visible in sysfs
+	 * may not open (ENXIO) until virtio_blk's probe has finished. */
+	int fd;
+	while ((fd = open(dev, O_RDONLY | O_CLOEXEC)) < 0) {
+		if ((errno != ENXIO && errno != ENODEV && errno != ENOENT) || now_ms() >= deadline)
+			return cerr(err, errlen, "open %s: %s", dev, strerror(errno));
+		sleep_ms(2);
+	}
 	size_t cap = 12 + CONFIG_MAX_JSON;
 	uint8_t *buf = malloc(cap);
 	if (!buf) {

@@ -19,6 +19,7 @@
 /* Stage 1 loads virtio_net in the background, so the NIC may appear a few
  * ms after PID 1 starts; this only bounds a pathological case. */
 #define NIC_WAIT_MS 3000
+#define LINK_WAIT_MS 2000
 #define RESOLV_CONF "/etc/resolv.conf"
 
 /* The first interface in /sys/class/net other than lo (name order). */
@@ -93,6 +94,35 @@ static void write_resolv_conf(const struct guest_net *n)
 		log_msg("write %s: %s", RESOLV_CONF, strerror(errno));
 }
 
+/*
+ * The kernel sends on a NIC once it has a carrier and its queue is active.
+ * If virtio-net had reported the link before SIOCSIFFLAGS, opening the NIC
+ * activated the queue: carrier is 1 at once (only operstate lags, by up to
+ * a second of link-watch delay). If the link is reported after the open
+ * (the driver's probe had just finished), the link watch activates the
+ * queue and sets operstate "up" a few ms later: wait for that, so the first
+ * command's first packets are not dropped.
+ */
+static void wait_link_up(const char *nic)
+{
+	char carrier[64], operstate[64], v[32] = "";
+	snprintf(carrier, sizeof carrier, "/sys/class/net/%s/carrier", nic);
+	snprintf(operstate, sizeof operstate, "/sys/class/net/%s/operstate", nic);
+	if (read_text_file(carrier, v, sizeof v) >= 0 && strcmp(v, "1") == 0)
+		return;
+	int64_t deadline = now_ms() + LINK_WAIT_MS;
+	for (;;) {
+		if (read_text_file(operstate, v, sizeof v) >= 0 &&
+		    (strcmp(v, "up") == 0 || strcmp(v, "unknown") == 0))
+			return;
+		if (now_ms() >= deadline) {
+			log_msg("network: %s link not up after %d ms (%s)", nic, LINK_WAIT_MS, v);
+			return;
+		}
+		sleep_ms(1);
+	}
+}
+
 int net_configure(const struct guest_net *n)
 {
 	if (n->mode != NET_USER)
@@ -143,6 +173,7 @@ int net_configure(const struct guest_net *n)
 		goto out;
 	}
 	write_resolv_conf(n);
+	wait_link_up(nic);
 	char ip[INET_ADDRSTRLEN] = "?";
 	inet_ntop(AF_INET, &n->addr, ip, sizeof ip);
 	log_debug("network: %s %s/%d up", nic, ip, n->prefix);

@@ -613,9 +613,13 @@ static void open_channel(void)
 		sleep_ms(5);
 	}
 	/* Non-blocking reads (channel_readable); mux_send waits for room itself. */
-	mux_fd = open(chan_path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (mux_fd < 0)
-		fatal("open %s: %s", chan_path, strerror(errno));
+	/* The port may show before its driver is done with it (stage 1 loads
+	 * virtio_console in the background). */
+	while ((mux_fd = open(chan_path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0) {
+		if ((errno != ENXIO && errno != ENODEV && errno != ENOENT) || now_ms() >= deadline)
+			fatal("open %s: %s", chan_path, strerror(errno));
+		sleep_ms(2);
+	}
 	log_debug("mux channel %s", chan_path);
 }
 

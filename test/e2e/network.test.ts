@@ -401,6 +401,25 @@ describe('networking', { timeout: 900_000 }, () => {
     assert.equal(r.stdout.toString().trim(), loToken);
   });
 
+  it('starts the first command with the network already configured', async () => {
+    // PID 1 sets the network up in a child while the channel comes up;
+    // commands wait for it. The first command must see it complete.
+    const r = await cli([
+      'run',
+      '--',
+      'sh',
+      '-c',
+      'cat /sys/class/net/eth0/carrier; cat /proc/net/route; cat /etc/resolv.conf; ' +
+        'cat /sys/class/net/lo/operstate',
+    ]);
+    assert.equal(r.code, 0, r.stderr.toString());
+    const out = r.stdout.toString();
+    assert.match(out, /^1\n/, 'eth0 has its carrier');
+    assert.match(out, /^eth0\t00000000\t0202000A\t/m, 'default route via 10.0.2.2');
+    assert.match(out, /^nameserver 10\.0\.2\.3$/m);
+    assert.match(out, /(up|unknown)\n$/);
+  });
+
   it('gives an isolated workspace no interface but lo', async () => {
     const r = await cli(['run', '--network', 'isolated', '--', 'ls', '/sys/class/net']);
     assert.equal(r.code, 0, r.stderr.toString());
