@@ -197,8 +197,8 @@ int config_load(struct guest_config *c, int wait_ms, char *err, size_t errlen)
 		sleep_ms(10);
 	}
 	log_debug("config disk %s", dev);
-	/* Stage 1 loads the drivers in the background: a disk visible in sysfs
-	 * may not open (ENXIO) until virtio_blk's probe has finished. */
+	/* A disk visible in sysfs may not open (ENXIO) until its driver's
+	 * probe has finished: retry briefly. */
 	int fd;
 	while ((fd = open(dev, O_RDONLY | O_CLOEXEC)) < 0) {
 		if ((errno != ENXIO && errno != ENODEV && errno != ENOENT) || now_ms() >= deadline)

@@ -1,5 +1,5 @@
-/* PID 1 (/sbin/microagent-init): mounts, config disk, hostname, the mux
- * channel, the event loop, zombie reaping, signals and power off
+/* PID 1 (stage 1 goes on in this role after switching root): mounts,
+ * config disk, hostname, the mux channel, the event loop, zombie reaping, signals and power off
  * (docs/protocol.md §1, §4, §5). */
 #include "config.h"
 #include "exec.h"
@@ -582,8 +582,7 @@ static void loopback_up(void)
 
 /*
  * Brings up lo and the NIC in a child process, so that the channel and the
- * HELLO do not wait for them (the NIC's probe may still be running: stage 1
- * loads its driver in the background). Commands wait for the child
+ * HELLO do not wait for them (~25-40 ms under TCG). Commands wait for the child
  * (exec_setup_pid), so they always start with the network configured.
  * net_configure logs its own failures; exec works without a network.
  */
@@ -613,8 +612,7 @@ static void open_channel(void)
 		sleep_ms(5);
 	}
 	/* Non-blocking reads (channel_readable); mux_send waits for room itself. */
-	/* The port may show before its driver is done with it (stage 1 loads
-	 * virtio_console in the background). */
+	/* A port may show before its driver is done with it: retry briefly. */
 	while ((mux_fd = open(chan_path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0) {
 		if ((errno != ENXIO && errno != ENODEV && errno != ENOENT) || now_ms() >= deadline)
 			fatal("open %s: %s", chan_path, strerror(errno));

@@ -1,5 +1,5 @@
 /* Stage 1 (/init in the initramfs): mount /dev /proc /sys, load the
- * modules, mount the ma-root disk, switch root, exec the PID 1 role. */
+ * modules, mount the ma-root disk, switch root, go on as PID 1. */
 #include "log.h"
 #include "mux.h"
 #include "roles.h"
@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define ROOT_WAIT_MS 10000
@@ -24,22 +25,21 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /*
- * Loads the .ko files in /modules in name order (the initramfs builder numbers them in
- * dependency order) in a child process, and returns at once: the parent
- * only needs the root disk, which appears as soon as virtio_blk is in,
- * while the console and network drivers are still loading. The child keeps
- * the modules open, so the parent can switch root and exec PID 1 (whose
- * waits for the channel port and the NIC cover the rest); PID 1 reaps it.
- * A failure is logged on the console, where the wait that then times out
- * (root disk, channel) points to it.
+ * Loads the .ko files in /modules in name order (the initramfs builder
+ * numbers them in dependency order) in a child process, and returns its pid
+ * (0 when it loaded them itself): the root disk appears as soon as
+ * virtio_blk is in, and is mounted while the console and network drivers
+ * still load. stage1_main waits for the child before it execs PID 1, so
+ * PID 1 (also an older one, inside a persistent workspace) finds every
+ * device there.
  */
-static void load_modules(void)
+static pid_t load_modules(void)
 {
 	DIR *d = opendir("/modules");
 	if (!d) {
 		if (errno != ENOENT)
 			fatal("opendir /modules: %s", strerror(errno));
-		return;
+		return 0;
 	}
 	static char names[MAX_MODULES][256];
 	static char *sorted[MAX_MODULES];
@@ -84,10 +84,37 @@ static void load_modules(void)
 		}
 		if (c == 0)
 			_exit(0);
-		return;
+		return 0;
 	}
 	for (int i = 0; i < n; i++)
 		close(fds[i]);
+	return c;
+}
+
+/* A loader that failed ends the boot at once (not after the root disk's
+ * 10 s wait); one that finished is reaped here and no longer waited for. */
+static void reap_failed_loader(pid_t *loader)
+{
+	int st;
+	if (*loader <= 0 || waitpid(*loader, &st, WNOHANG) != *loader)
+		return;
+	*loader = 0;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		fatal("cannot load the kernel modules (see the lines above)");
+}
+
+static void wait_loader(pid_t loader)
+{
+	if (loader <= 0)
+		return;
+	int st;
+	while (waitpid(loader, &st, 0) < 0) {
+		if (errno != EINTR)
+			fatal("waitpid (module loader): %s", strerror(errno));
+	}
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		fatal("cannot load the kernel modules (see the lines above)");
+	log_debug("modules loaded");
 }
 
 int stage1_main(void)
@@ -101,11 +128,12 @@ int stage1_main(void)
 	log_debug("stage 1 start");
 	if (mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0 && errno != EBUSY)
 		fatal("mount /sys: %s", strerror(errno));
-	load_modules();
+	pid_t loader = load_modules();
 
 	char dev[64];
 	int64_t deadline = now_ms() + ROOT_WAIT_MS;
 	while (find_disk_by_serial(ROOT_DISK_SERIAL, dev, sizeof dev) != 0) {
+		reap_failed_loader(&loader);
 		if (now_ms() >= deadline)
 			fatal("no root disk (virtio-blk serial %s) after %d ms", ROOT_DISK_SERIAL, ROOT_WAIT_MS);
 		sleep_ms(2);
@@ -138,9 +166,12 @@ int stage1_main(void)
 		fatal("chroot: %s", strerror(errno));
 	if (chdir("/") != 0)
 		fatal("chdir /: %s", strerror(errno));
-	log_debug("switched root; exec /sbin/microagent-init");
-	char *const argv[] = {"/sbin/microagent-init", NULL};
-	char *const envp[] = {"PATH=" "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", NULL};
-	execve(argv[0], argv, envp);
-	fatal("exec /sbin/microagent-init: %s", strerror(errno));
+	wait_loader(loader);
+	/* This same binary goes on as PID 1: exec'ing the rootfs copy would
+	 * read ~0.9 MB from a cold disk (~70 ms under TCG), and the initramfs
+	 * copy is the one the kernel manifest vouches for, so an older init
+	 * inside a persistent workspace's disk never runs. Commands get their
+	 * environment from the config disk, never from ours. */
+	log_debug("switched root; PID 1 role");
+	return pid1_main();
 }
