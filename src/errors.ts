@@ -55,6 +55,11 @@ export const ERROR_CODES = {
     remediation:
       'Another microagent process is installing or updating this kernel; retry when it has finished.',
   },
+  INTERRUPTED: {
+    kind: 'permanent',
+    remediation:
+      'The caller cancelled the operation (Ctrl-C, SIGTERM or an aborted request) before the guest command started; nothing was left running. Run it again.',
+  },
   GUEST_INIT_MISSING: {
     kind: 'unsupported',
     remediation: 'Build it with `npm run build` in the microagent checkout.',

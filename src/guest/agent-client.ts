@@ -28,14 +28,14 @@ const CONSOLE_LINES = 40;
  * VM_EXITED (it stopped later), BOOT_TIMEOUT (still booting when timeoutMs
  * ran out) — each carrying the serial console's last lines in the message
  * and data.consoleTail — or GUEST_CHANNEL_UNAVAILABLE (no monitor, the guest
- * refused the port, …). An abort rejects with the signal's reason.
+ * refused the port, …). An abort rejects with INTERRUPTED.
  */
 export async function connectAgent(
   agentSock: string,
   port: number,
   options: ConnectAgentOptions = {},
 ): Promise<Socket> {
-  options.signal?.throwIfAborted();
+  if (options.signal?.aborted) throw interrupted();
   const runDir = dirname(agentSock);
   const timeoutMs = options.timeoutMs ?? 60_000;
   const sock = connect({ path: agentSock, allowHalfOpen: true });
@@ -64,10 +64,7 @@ export async function connectAgent(
         finish(e ?? new MicroagentError(fallback, message, { data: extra })),
       );
     };
-    const onAbort = (): void =>
-      finish(
-        options.signal?.reason instanceof Error ? options.signal.reason : new Error('aborted'),
-      );
+    const onAbort = (): void => finish(interrupted());
     const timer = setTimeout(() => {
       void readStatus(runDir).then(async (st) => {
         if (st && (st.state === 'booting' || st.state === 'starting')) {
@@ -227,4 +224,8 @@ async function withConsole(
       data: { consoleTail: tail, ...(st?.exit ? { exit: st.exit } : {}) },
     },
   );
+}
+
+function interrupted(): MicroagentError {
+  return new MicroagentError('INTERRUPTED', 'interrupted before the guest command started');
 }

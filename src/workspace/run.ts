@@ -234,7 +234,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     // shutdown.
     if (!keep || (await stopVm(ws, identity, 5000)).timedOut) await killVm(ws, identity);
     started = false;
-    await monitorDone;
+    await settled(monitorDone);
     await recorded;
     if (keep) {
       const at = new Date().toISOString();
@@ -279,7 +279,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   } catch (err) {
     const error = toMicroagentError(err);
     if (started) await killVm(ws, identity).catch(() => undefined);
-    await monitorDone;
+    await settled(monitorDone);
     if (keep && record) {
       const at = new Date().toISOString();
       const detail = error.message.split('\n')[0] ?? error.message;
@@ -293,4 +293,24 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   } finally {
     janitor?.release();
   }
+}
+
+/** How long a run waits for its in-process monitor to finish after the kill. */
+const MONITOR_SETTLE_MS = 20_000;
+
+/**
+ * Waits for the in-process monitor to close its sockets after the VM is
+ * gone, but never forever: a monitor bug must not hang the run (the VM
+ * still dies with this process).
+ */
+async function settled(done: Promise<unknown> | undefined): Promise<void> {
+  if (done === undefined) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    done.catch(() => undefined),
+    new Promise((resolve) => {
+      timer = setTimeout(resolve, MONITOR_SETTLE_MS);
+    }),
+  ]);
+  clearTimeout(timer);
 }

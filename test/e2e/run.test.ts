@@ -245,6 +245,29 @@ describe('microagent run', { timeout: 600_000 }, () => {
     );
   });
 
+  it('tears down cleanly when interrupted (SIGINT) while the guest boots', async () => {
+    const child = startCli(['run', '--json', '--', 'sleep', '30']);
+    const done = collect(child);
+    const deadline = Date.now() + 30_000;
+    while (
+      Date.now() < deadline &&
+      !processesMentioning(E2E_STATE_DIR).some((p) => p.cmdline.includes('qemu-system'))
+    ) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    child.kill('SIGINT');
+    const r = await done;
+    assert.equal(r.code, 1, r.stderr.toString());
+    const doc = JSON.parse(r.stdout.toString());
+    assert.equal(doc.ok, false);
+    assert.equal(doc.error.code, 'INTERRUPTED');
+    await noLeftovers();
+    assert.deepEqual(
+      (await workspaceNames()).filter((n) => n.startsWith('run-')),
+      [],
+    );
+  });
+
   it('refuses to boot a tampered kernel or initramfs', async () => {
     const stateDir = await tempDir('tamper');
     try {
