@@ -29,9 +29,9 @@ static int cmp_str(const void *a, const void *b)
  * numbers them in dependency order) in a child process, and returns its pid
  * (0 when it loaded them itself): the root disk appears as soon as
  * virtio_blk is in, and is mounted while the console and network drivers
- * still load. stage1_main waits for the child before it execs PID 1, so
- * PID 1 (also an older one, inside a persistent workspace) finds every
- * device there.
+ * still load. The PID 1 role that follows in this process waits for the
+ * devices it needs (config disk, channel port, NIC) and reaps the loader;
+ * a loader that fails logs why on the console.
  */
 static pid_t load_modules(void)
 {
@@ -103,20 +103,6 @@ static void reap_failed_loader(pid_t *loader)
 		fatal("cannot load the kernel modules (see the lines above)");
 }
 
-static void wait_loader(pid_t loader)
-{
-	if (loader <= 0)
-		return;
-	int st;
-	while (waitpid(loader, &st, 0) < 0) {
-		if (errno != EINTR)
-			fatal("waitpid (module loader): %s", strerror(errno));
-	}
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		fatal("cannot load the kernel modules (see the lines above)");
-	log_debug("modules loaded");
-}
-
 int stage1_main(void)
 {
 	if (mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755") != 0 && errno != EBUSY)
@@ -166,12 +152,12 @@ int stage1_main(void)
 		fatal("chroot: %s", strerror(errno));
 	if (chdir("/") != 0)
 		fatal("chdir /: %s", strerror(errno));
-	wait_loader(loader);
 	/* This same binary goes on as PID 1: exec'ing the rootfs copy would
 	 * read ~0.9 MB from a cold disk (~70 ms under TCG), and the initramfs
 	 * copy is the one the kernel manifest vouches for, so an older init
 	 * inside a persistent workspace's disk never runs. Commands get their
-	 * environment from the config disk, never from ours. */
+	 * environment from the config disk, never from ours. The module
+	 * loader may still be loading the console and network drivers. */
 	log_debug("switched root; PID 1 role");
 	return pid1_main();
 }

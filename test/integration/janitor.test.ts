@@ -1,6 +1,8 @@
 /**
- * The janitor (build/janitor): deletes a run's folder when its owner dies
- * without releasing it, and never touches anything else.
+ * The static helpers a run relies on when it dies: the janitor
+ * (build/janitor) deletes a run's folder when its owner dies without
+ * releasing it, and never touches anything else; vmm-exec only starts a
+ * VMM whose parent is the one named.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -110,5 +112,34 @@ describe('janitor', () => {
     } finally {
       await rm(root, { recursive: true, force: true });
     }
+  });
+});
+
+describe('vmm-exec', () => {
+  function vmmExec(parent: string | undefined): Promise<{ code: number | null; out: string }> {
+    const env = { ...process.env };
+    delete env.MICROAGENT_VMM_PARENT;
+    if (parent !== undefined) env.MICROAGENT_VMM_PARENT = parent;
+    const child = spawn(BUILD.vmmExec, ['/usr/bin/env'], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    return new Promise((resolve) => child.on('close', (code) => resolve({ code, out })));
+  }
+
+  test('runs the program when the named parent is its parent, without the variable', async () => {
+    const r = await vmmExec(String(process.pid));
+    assert.equal(r.code, 0);
+    assert.match(r.out, /^PATH=/m);
+    assert.doesNotMatch(r.out, /MICROAGENT_VMM_PARENT/);
+  });
+
+  test('refuses to start when its parent is not the one named (it died before the exec)', async () => {
+    const r = await vmmExec('1');
+    assert.equal(r.code, 125);
+    assert.equal(r.out, '');
+    assert.equal((await vmmExec('x12')).code, 125);
   });
 });

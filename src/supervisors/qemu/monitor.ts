@@ -79,6 +79,15 @@ export function bootStallMs(
 
 type ExitInfo = NonNullable<MonitorState['exit']>;
 
+/**
+ * vmm-exec's environment: it names this process as the parent whose death
+ * must kill the child, so a parent that dies between fork and exec is
+ * caught too (native/vmm-exec.c).
+ */
+function vmmExecEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, MICROAGENT_VMM_PARENT: String(process.pid) };
+}
+
 export class Monitor {
   private readonly files: RuntimeFiles;
   private state: MonitorState;
@@ -201,6 +210,7 @@ export class Monitor {
     let child: ChildProcess;
     try {
       child = spawnDetached([this.config.vmmExec, ...this.config.qemuArgv], {
+        env: vmmExecEnv(),
         // fd 3 (NET_FD) is QEMU's end of passt's socket pair.
         stdio: ['ignore', logFd, logFd, ...(netSocket ? [netSocket] : [])],
       });
@@ -378,6 +388,7 @@ export class Monitor {
     let guard: ChildProcess | undefined;
     try {
       passt = spawnDetached([this.config.vmmExec, ...argv], {
+        env: vmmExecEnv(),
         stdio: ['ignore', logFd, logFd, 'pipe'],
       });
       const passtSock = passt.stdio[3] as Socket;
@@ -385,6 +396,7 @@ export class Monitor {
       if (this.config.netGuard !== undefined) {
         try {
           guard = spawnDetached([this.config.vmmExec, this.config.netGuard], {
+            env: vmmExecEnv(),
             stdio: ['ignore', logFd, logFd, 'pipe', passtSock],
           });
         } finally {
