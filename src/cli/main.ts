@@ -7,6 +7,9 @@ import { suggest, UsageError, type FlagSpecs } from './args.js';
 import { EXIT, reportError, type Output } from './output.js';
 import { ALIASES, COMMANDS, helpText, version } from './registry.js';
 
+/** How long the CLI lingers after its command for handles left open. */
+const EXIT_GRACE_MS = 2000;
+
 export async function main(argv: string[]): Promise<number> {
   const out: Output = { json: false, stdout: process.stdout, stderr: process.stderr };
   try {
@@ -131,3 +134,7 @@ function isHelp(a: string): boolean {
 
 const code = await main(process.argv.slice(2));
 process.exitCode = code;
+// The command is done and its output written (stdout and stderr are
+// synchronous on Linux). Something left open by mistake (a child process or
+// socket of a run's in-process monitor) must not keep the CLI from exiting.
+setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
