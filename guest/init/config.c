@@ -197,13 +197,10 @@ int config_load(struct guest_config *c, int wait_ms, char *err, size_t errlen)
 		sleep_ms(10);
 	}
 	log_debug("config disk %s", dev);
-	/* A disk visible in sysfs may not open (ENXIO) until its driver's
-	 * probe has finished: retry briefly. */
 	int fd;
 	while ((fd = open(dev, O_RDONLY | O_CLOEXEC)) < 0) {
-		if ((errno != ENXIO && errno != ENODEV && errno != ENOENT) || now_ms() >= deadline)
+		if (!retry_while_probing(deadline))
 			return cerr(err, errlen, "open %s: %s", dev, strerror(errno));
-		sleep_ms(2);
 	}
 	size_t cap = 12 + CONFIG_MAX_JSON;
 	uint8_t *buf = malloc(cap);

@@ -111,8 +111,6 @@ int exec_spawn_as(const char *const *argv, char *const *envp, const char *path, 
  * spawn functions wait for it; whoever reaps it first must clear it. */
 extern pid_t exec_setup_pid;
 
-
-
 /* The config disk's env (merged over PATH/HOME for everything PID 1 runs). */
 void exec_set_config_env(const struct kv *env, size_t n);
 /* base + config env + extra (later wins). */

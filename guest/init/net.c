@@ -16,8 +16,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Stage 1 has loaded virtio_net before PID 1 starts, so the NIC is
- * normally there at once; this only bounds a pathological case. */
+/* Stage 1's module loader may still be probing virtio_net when PID 1
+ * starts: the NIC then appears within ms; this bounds a pathological case. */
 #define NIC_WAIT_MS 3000
 #define LINK_WAIT_MS 2000
 #define RESOLV_CONF "/etc/resolv.conf"

@@ -1,6 +1,6 @@
-/* PID 1 (stage 1 goes on in this role after switching root): mounts,
- * config disk, hostname, the mux channel, the event loop, zombie reaping, signals and power off
- * (docs/protocol.md §1, §4, §5). */
+/* PID 1 (stage 1 goes on in this role after switching root): mounts, config
+ * disk, hostname, the mux channel, the event loop, zombie reaping, signals
+ * and power off (docs/protocol.md §1, §4, §5). */
 #include "config.h"
 #include "exec.h"
 #include "hello.h"
@@ -589,15 +589,13 @@ static void loopback_up(void)
 static void start_network(void)
 {
 	pid_t c = fork();
-	if (c == 0) {
-		loopback_up();
-		net_configure(&config.net);
-		_exit(0);
-	}
-	if (c < 0) {
+	if (c < 0)
 		log_msg("fork: %s; configuring the network before the channel", strerror(errno));
+	if (c <= 0) {
 		loopback_up();
 		net_configure(&config.net);
+		if (c == 0)
+			_exit(0);
 		return;
 	}
 	exec_setup_pid = c;
@@ -612,11 +610,9 @@ static void open_channel(void)
 		sleep_ms(5);
 	}
 	/* Non-blocking reads (channel_readable); mux_send waits for room itself. */
-	/* A port may show before its driver is done with it: retry briefly. */
 	while ((mux_fd = open(chan_path, O_RDWR | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0) {
-		if ((errno != ENXIO && errno != ENODEV && errno != ENOENT) || now_ms() >= deadline)
+		if (!retry_while_probing(deadline))
 			fatal("open %s: %s", chan_path, strerror(errno));
-		sleep_ms(2);
 	}
 	log_debug("mux channel %s", chan_path);
 }

@@ -130,9 +130,8 @@ int stage1_main(void)
 	/* The disk shows in sysfs while virtio_blk's probe (in the module
 	 * loader) is still adding it: until then opening it fails with ENXIO. */
 	while (mount(dev, "/newroot", "ext4", 0, NULL) != 0) {
-		if ((errno != ENXIO && errno != ENODEV && errno != ENOENT) || now_ms() >= deadline)
+		if (!retry_while_probing(deadline))
 			fatal("mount %s (ext4) on /newroot: %s", dev, strerror(errno));
-		sleep_ms(2);
 	}
 	if (mkdir_p1("/newroot/dev", 0755) != 0)
 		fatal("cannot create /newroot/dev");

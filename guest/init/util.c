@@ -38,6 +38,14 @@ int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+bool retry_while_probing(int64_t deadline)
+{
+	if ((errno != ENXIO && errno != ENODEV && errno != ENOENT) || now_ms() >= deadline)
+		return false;
+	sleep_ms(2);
+	return true;
+}
+
 int rewrite_file(const char *path, const void *data, size_t len, mode_t mode)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, mode);

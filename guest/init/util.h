@@ -13,6 +13,11 @@ int64_t boottime_ms(void);
 
 /* write()/read() the whole buffer, retrying on EINTR. 0 or -1 (errno set). */
 int write_all(int fd, const void *buf, size_t len);
+/* After a failed open or mount of a device: true (having slept 2 ms) when
+ * errno says its driver may still be probing it (ENXIO, ENODEV, ENOENT) and
+ * the deadline has not passed, so the caller tries again; false with errno
+ * kept otherwise. Stage 1 loads drivers in the background. */
+bool retry_while_probing(int64_t deadline);
 /* Replaces the content of a small file (created with mode if missing):
  * overwritten in place, then cut to len. Not O_TRUNC: on ext4 a file
  * truncated to zero and rewritten is flushed to disk at close

@@ -16,8 +16,8 @@ export interface Command {
 
 /**
  * Every command, in the order `help` lists them, loaded on use: a start-up
- * loads only the modules of the command it runs (about 100 of them for
- * `run` instead of every command's, ~170).
+ * loads only the modules of the command it runs (66 for `run` instead of
+ * every command's, ~170).
  */
 export const COMMANDS: Record<string, () => Promise<Command>> = {
   run: async () => {

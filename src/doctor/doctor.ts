@@ -55,34 +55,16 @@ export async function doctor(options: { stateDir?: string } = {}): Promise<Docto
       'Install it: apt-get install busybox-static (the embedded default image is built from it).',
     ),
   );
-  checks.push(
-    await fileCheck(
-      'guest init',
-      BUILD.guestInit,
-      'Build it with `npm run build` in the microagent checkout.',
-    ),
-  );
-  checks.push(
-    await fileCheck(
-      'vmm-exec helper',
-      BUILD.vmmExec,
-      'Build it with `npm run build` in the microagent checkout.',
-    ),
-  );
-  checks.push(
-    await fileCheck(
-      'net-guard helper',
-      BUILD.netGuard,
-      'Build it with `npm run build` in the microagent checkout.',
-    ),
-  );
-  checks.push(
-    await fileCheck(
-      'janitor helper',
-      BUILD.janitor,
-      'Build it with `npm run build` in the microagent checkout.',
-    ),
-  );
+  for (const [name, path] of [
+    ['guest init', BUILD.guestInit],
+    ['vmm-exec helper', BUILD.vmmExec],
+    ['net-guard helper', BUILD.netGuard],
+    ['janitor helper', BUILD.janitor],
+  ] as const) {
+    checks.push(
+      await fileCheck(name, path, 'Build it with `npm run build` in the microagent checkout.'),
+    );
+  }
   const supervisor = supervisorPath();
   const supervisorCheck = await fileCheck(
     'supervisor',

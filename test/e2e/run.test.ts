@@ -23,6 +23,15 @@ async function noLeftovers(stateDir = E2E_STATE_DIR): Promise<void> {
   assert.deepEqual(left, [], 'no process may be left behind');
 }
 
+/** Waits (up to 30 s) until a QEMU of the E2E state dir runs; whether one does. */
+async function waitForQemu(): Promise<boolean> {
+  const running = (): boolean =>
+    processesMentioning(E2E_STATE_DIR).some((p) => p.cmdline.includes('qemu-system'));
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline && !running()) await new Promise((r) => setTimeout(r, 50));
+  return running();
+}
+
 async function workspaceNames(stateDir = E2E_STATE_DIR): Promise<string[]> {
   try {
     return await readdir(join(stateDir, 'workspaces'));
@@ -220,21 +229,11 @@ describe('microagent run', { timeout: 600_000 }, () => {
   it('leaves no QEMU behind when the CLI is SIGKILLed mid-boot', async () => {
     const child = startCli(['run', '--', 'sleep', '30']);
     const done = collect(child);
-    const deadline = Date.now() + 30_000;
-    while (
-      Date.now() < deadline &&
-      !processesMentioning(E2E_STATE_DIR).some((p) => p.cmdline.includes('qemu-system'))
-    ) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    assert.ok(
-      processesMentioning(E2E_STATE_DIR).some((p) => p.cmdline.includes('qemu-system')),
-      'QEMU started',
-    );
+    assert.ok(await waitForQemu(), 'QEMU started');
     child.kill('SIGKILL');
     await done;
     await noLeftovers();
-    // The throwaway workspace is removed by its monitor.
+    // The throwaway workspace is removed by its janitor.
     const deadline2 = Date.now() + 5_000;
     while (Date.now() < deadline2 && (await workspaceNames()).some((n) => n.startsWith('run-'))) {
       await new Promise((r) => setTimeout(r, 100));
@@ -248,13 +247,7 @@ describe('microagent run', { timeout: 600_000 }, () => {
   it('tears down cleanly when interrupted (SIGINT) while the guest boots', async () => {
     const child = startCli(['run', '--json', '--', 'sleep', '30']);
     const done = collect(child);
-    const deadline = Date.now() + 30_000;
-    while (
-      Date.now() < deadline &&
-      !processesMentioning(E2E_STATE_DIR).some((p) => p.cmdline.includes('qemu-system'))
-    ) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitForQemu();
     child.kill('SIGINT');
     const r = await done;
     assert.equal(r.code, 1, r.stderr.toString());

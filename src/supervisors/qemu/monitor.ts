@@ -16,7 +16,7 @@
 import { appendFileSync, closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import { rm, unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import type { ChildProcess } from 'node:child_process';
+import type { ChildProcess, StdioOptions } from 'node:child_process';
 import { join } from 'node:path';
 import { MicroagentError, toMicroagentError } from '../../errors.js';
 import { readTail } from '../../guest/console.js';
@@ -78,15 +78,6 @@ export function bootStallMs(
 }
 
 type ExitInfo = NonNullable<MonitorState['exit']>;
-
-/**
- * vmm-exec's environment: it names this process as the parent whose death
- * must kill the child, so a parent that dies between fork and exec is
- * caught too (native/vmm-exec.c).
- */
-function vmmExecEnv(): NodeJS.ProcessEnv {
-  return { ...process.env, MICROAGENT_VMM_PARENT: String(process.pid) };
-}
 
 export class Monitor {
   private readonly files: RuntimeFiles;
@@ -209,11 +200,13 @@ export class Monitor {
     const logFd = openSync(this.files.qemuLog, 'a', 0o600);
     let child: ChildProcess;
     try {
-      child = spawnDetached([this.config.vmmExec, ...this.config.qemuArgv], {
-        env: vmmExecEnv(),
-        // fd 3 (NET_FD) is QEMU's end of passt's socket pair.
-        stdio: ['ignore', logFd, logFd, ...(netSocket ? [netSocket] : [])],
-      });
+      // fd 3 (NET_FD) is QEMU's end of passt's socket pair.
+      child = this.spawnVmmExec(this.config.qemuArgv, [
+        'ignore',
+        logFd,
+        logFd,
+        ...(netSocket ? [netSocket] : []),
+      ]);
     } finally {
       closeSync(logFd);
       // Only QEMU and passt hold the pair now: when either goes, the other
@@ -387,18 +380,15 @@ export class Monitor {
     let passt: ChildProcess;
     let guard: ChildProcess | undefined;
     try {
-      passt = spawnDetached([this.config.vmmExec, ...argv], {
-        env: vmmExecEnv(),
-        stdio: ['ignore', logFd, logFd, 'pipe'],
-      });
+      passt = this.spawnVmmExec(argv, ['ignore', logFd, logFd, 'pipe']);
       const passtSock = passt.stdio[3] as Socket;
       passtSock.on('error', () => {});
       if (this.config.netGuard !== undefined) {
         try {
-          guard = spawnDetached([this.config.vmmExec, this.config.netGuard], {
-            env: vmmExecEnv(),
-            stdio: ['ignore', logFd, logFd, 'pipe', passtSock],
-          });
+          guard = this.spawnVmmExec(
+            [this.config.netGuard],
+            ['ignore', logFd, logFd, 'pipe', passtSock],
+          );
         } finally {
           // Only the guard holds passt's end now.
           passtSock.destroy();
@@ -429,6 +419,18 @@ export class Monitor {
     const sock = (guard ?? passt).stdio[3] as Socket;
     sock.on('error', () => {});
     return sock;
+  }
+
+  /**
+   * Starts argv through vmm-exec, which ties it to this process with
+   * PDEATHSIG. It names this process as that parent, so a parent that dies
+   * between the fork and vmm-exec's start is caught too (native/vmm-exec.c).
+   */
+  private spawnVmmExec(argv: readonly string[], stdio: StdioOptions): ChildProcess {
+    return spawnDetached([this.config.vmmExec, ...argv], {
+      env: { ...process.env, MICROAGENT_VMM_PARENT: String(process.pid) },
+      stdio,
+    });
   }
 
   /**
