@@ -31,7 +31,7 @@ import {
   removeOfflineLeftovers,
   writeFileToDisk,
 } from '../../src/rootfs/offline-files.js';
-import { run, spawnDetached, stopProcessGroup, sleep } from '../../src/proc/spawn.js';
+import { isAlive, run, signalProcess, sleep } from '../../src/proc/spawn.js';
 import { sha256, sha256File } from '../../src/util/fs.js';
 import { isMicroagentError, type ErrorCode } from '../../src/errors.js';
 import { e2fsckClean, ext4Read, ext4Stat } from '../support/ext4-inspect.js';
@@ -300,23 +300,22 @@ describe('offline files on a stopped workspace disk', { skip }, () => {
     !existsSync('/usr/bin/qemu-storage-daemon') &&
     'needs qemu-storage-daemon (qemu-system-common) to hold the disk open';
   test('a disk another process holds open (a running VM) is refused', { skip: noQsd }, async () => {
-    const child = spawnDetached(
-      [
-        'qemu-storage-daemon',
-        '--blockdev',
-        `driver=file,node-name=f,filename=${disk}`,
-        '--blockdev',
-        'driver=qcow2,node-name=q,file=f',
-      ],
-      { stdio: 'ignore' },
-    );
+    // --daemonize: the parent exits once the daemon holds the image's
+    // locks. (Polling `qemu-img info` while it starts races it: a read-only
+    // open blocks writers for a moment, and the daemon then fails to lock.)
+    const pidFile = join(root, 'qsd.pid');
+    await run([
+      'qemu-storage-daemon',
+      '--daemonize',
+      '--pidfile',
+      pidFile,
+      '--blockdev',
+      `driver=file,node-name=f,filename=${disk}`,
+      '--blockdev',
+      'driver=qcow2,node-name=q,file=f',
+    ]);
+    const pid = Number((await readFile(pidFile, 'utf8')).trim());
     try {
-      // Wait until it holds the lock.
-      for (let i = 0; i < 100; i++) {
-        const r = await run(['qemu-img', 'info', disk], { allowFailure: true });
-        if (r.exitCode !== 0) break;
-        await sleep(50);
-      }
       const src = join(root, 'locked.txt');
       await writeFile(src, 'x');
       await rejectsWith(
@@ -325,7 +324,8 @@ describe('offline files on a stopped workspace disk', { skip }, () => {
       );
       await rejectsWith(writeFileToDisk(disk, '/etc/locked', src), 'WORKSPACE_RUNNING');
     } finally {
-      await stopProcessGroup(child);
+      signalProcess(pid, 'SIGTERM');
+      for (let i = 0; i < 250 && isAlive(pid); i++) await sleep(20);
     }
     assert.deepEqual(await removeOfflineLeftovers(disk), []);
   });

@@ -208,6 +208,22 @@ describe('monitor with a fake VMM', () => {
     );
   });
 
+  it('never re-creates its log once it is gone, so stop then rm -r of the folder cannot race it', async () => {
+    const vm = await startMonitor('normal');
+    await waitState(vm, ['ready']);
+    assert.ok(existsSync(vm.files.monitorLog));
+    rmSync(vm.files.monitorLog); // as a caller's rm -r would, mid-way
+    const stopped = await ctlRequest(
+      vm.files.controlSocket,
+      { cmd: 'stop', graceMs: 5000 },
+      10_000,
+    );
+    assert.equal(stopped.state.state, 'exited');
+    assert.ok(await waitGone(vm.monitorPid), 'monitor exits');
+    assert.ok(!existsSync(vm.files.monitorLog), 'monitor.log not re-created after the stop');
+    rmSync(vm.ws, { recursive: true }); // no ENOTEMPTY, nothing left in run/
+  });
+
   it('kills a guest that never says HELLO (boot_timeout) and fails waiting clients with BOOT_TIMEOUT', async () => {
     const vm = await startMonitor('nohello', { bootTimeoutMs: 600 });
     await waitState(vm, ['booting']);

@@ -13,7 +13,15 @@
  *
  * Its log is <run>/monitor.log.
  */
-import { appendFileSync, closeSync, openSync, readFileSync, statSync } from 'node:fs';
+import {
+  appendFileSync,
+  closeSync,
+  constants,
+  openSync,
+  readFileSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { rm, unlink } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { ChildProcess, StdioOptions } from 'node:child_process';
@@ -109,6 +117,7 @@ export class Monitor {
   private readonly timers: NodeJS.Timeout[] = [];
   private persistChain: Promise<void> = Promise.resolve();
   private finished!: (code: number) => void;
+  private logCreated = false;
   readonly done: Promise<number>;
 
   constructor(private readonly config: MonitorConfig) {
@@ -139,13 +148,23 @@ export class Monitor {
   }
 
   log(message: string): void {
+    // Only the first line may create monitor.log. Later lines (the last
+    // ones come after a stop has been answered) must never re-create it in
+    // a folder the caller is deleting: its `rm -r` would fail ENOTEMPTY.
+    const flags = this.logCreated
+      ? constants.O_WRONLY | constants.O_APPEND
+      : constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT;
     try {
-      appendFileSync(
-        this.files.monitorLog,
-        `${new Date().toISOString()} [${process.pid}] ${message}\n`,
-      );
+      const fd = openSync(this.files.monitorLog, flags, 0o600);
+      try {
+        writeSync(fd, `${new Date().toISOString()} [${process.pid}] ${message}\n`);
+      } finally {
+        closeSync(fd);
+      }
+      this.logCreated = true;
     } catch {
-      // the runtime dir may be gone (owner_exit removal); nothing else to do
+      // the runtime dir may be gone (owner_exit removal, a deleted
+      // workspace); nothing else to do
     }
   }
 
