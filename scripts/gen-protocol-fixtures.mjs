@@ -541,6 +541,7 @@ function configExpect(c) {
         }
       : null,
     network: c.network ?? null,
+    prefetch: c.prefetch ?? [],
   };
 }
 function configCase(name, c) {
@@ -602,6 +603,12 @@ configCase('config-network-isolated', {
   workspace: 'w',
   hostname: 'h',
   network: { mode: 'isolated' },
+});
+configCase('config-prefetch', {
+  v: 1,
+  workspace: 'w',
+  hostname: 'h',
+  prefetch: ['true', '/usr/bin/python3', 'ünï', 'p'.repeat(4095)],
 });
 function rawDisk(json, { magic = P.CONFIG_MAGIC, length } = {}) {
   const j = utf8(json);
@@ -679,6 +686,12 @@ badConfig(
 );
 badConfig('config-bad-network-mtu', inv({ ...cfg, network: { ...net, mtu: 100 } }));
 badConfig('config-bad-network-not-object', inv({ ...cfg, network: 'user' }));
+badConfig('config-bad-prefetch-not-array', inv({ ...cfg, prefetch: 'true' }));
+badConfig('config-bad-prefetch-empty', inv({ ...cfg, prefetch: [''] }));
+badConfig('config-bad-prefetch-nul', inv({ ...cfg, prefetch: ['a\0b'] }));
+badConfig('config-bad-prefetch-long', inv({ ...cfg, prefetch: ['p'.repeat(4096)] }));
+badConfig('config-bad-prefetch-9', inv({ ...cfg, prefetch: Array(9).fill('x') }));
+badConfig('config-bad-prefetch-number', inv({ ...cfg, prefetch: [1] }));
 
 writeFileSync(join(out, 'cases.json'), JSON.stringify(cases, null, 1) + '\n');
 console.log(`wrote ${cases.length} cases to ${out}`);

@@ -137,7 +137,7 @@ static int parse_network(const struct jval *o, struct guest_net *n, char *err, s
 int config_parse_json(const char *json, size_t len, struct jarena *a, struct guest_config *c, char *err,
 		      size_t errlen)
 {
-	static const char *const allowed[] = {"v", "workspace", "hostname", "env", "command", "network", NULL};
+	static const char *const allowed[] = {"v", "workspace", "hostname", "env", "command", "network", "prefetch", NULL};
 	memset(c, 0, sizeof *c);
 	const struct jval *o;
 	char jerr[200];
@@ -171,6 +171,18 @@ int config_parse_json(const char *json, size_t len, struct jarena *a, struct gue
 	const struct jval *net = json_get(o, "network");
 	if (net && parse_network(net, &c->net, err, errlen) != 0)
 		return -1;
+	const struct jval *pf = json_get(o, "prefetch");
+	if (pf) {
+		if (pf->type != J_ARR || pf->count > PREFETCH_MAX)
+			return cerr(err, errlen, "config: prefetch must be an array of at most %d strings", PREFETCH_MAX);
+		for (const struct jval *s = pf->child; s; s = s->next) {
+			if (!json_is_cstr(s) || s->slen == 0 || s->slen > 4095)
+				return cerr(err, errlen,
+					    "config: prefetch[%zu] must be a non-empty string without NUL (at most 4095 bytes)",
+					    c->nprefetch);
+			c->prefetch[c->nprefetch++] = s->s;
+		}
+	}
 	return 0;
 }
 

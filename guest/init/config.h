@@ -10,6 +10,7 @@
 
 #include "exec.h"
 #include "json.h"
+#include "prefetch.h"
 
 #define CONFIG_MAGIC "MACFG001"
 #define CONFIG_MAX_JSON (1024 * 1024)
@@ -37,6 +38,8 @@ struct guest_config {
 	struct exec_req command; /* argv, env, cwd (limits/timeout unused) */
 	bool power_off;
 	struct guest_net net;
+	const char *prefetch[PREFETCH_MAX]; /* commands or absolute paths */
+	size_t nprefetch;
 };
 
 /* Parses the disk bytes (at least the header + JSON). */

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "mux.h"
 #include "net.h"
+#include "prefetch.h"
 #include "roles.h"
 #include "session.h"
 #include "util.h"
@@ -617,6 +618,15 @@ static void open_channel(void)
 	log_debug("mux channel %s", chan_path);
 }
 
+/* The PATH commands get when their request sets none: the config's, else the default. */
+static const char *config_path(void)
+{
+	for (size_t i = 0; i < config.envc; i++)
+		if (strcmp(config.env[i].k, "PATH") == 0)
+			return config.env[i].v;
+	return DEFAULT_PATH;
+}
+
 int pid1_main(void)
 {
 	ensure_stdio();
@@ -636,6 +646,7 @@ int pid1_main(void)
 	log_debug("config: workspace %s", config.workspace);
 	set_hostname();
 	start_network();
+	prefetch_start(config.prefetch, config.nprefetch, config_path());
 	if (mkdir_p1(RESULT_DIR, 0755) != 0)
 		log_msg("cannot create %s", RESULT_DIR);
 	boot_state = config.has_command ? BOOT_WAITING : BOOT_NONE;

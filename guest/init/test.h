@@ -22,6 +22,7 @@ void test_exec(void);
 void test_fixtures(const char *dir);
 void test_session(void);
 void test_user(void);
+void test_prefetch(void);
 
 /* Reads a whole file (malloc'd); NULL on error. */
 unsigned char *test_read_file(const char *path, size_t *len);

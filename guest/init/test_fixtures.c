@@ -163,6 +163,11 @@ static void config_case(const char *name, const struct jval *c, const unsigned c
 		CHECK(str_eq(g.command.cwd, json_get(cmd, "cwd")), "%s: command cwd", name);
 		CHECK(g.power_off == json_get(cmd, "powerOff")->b, "%s: powerOff", name);
 	}
+	const struct jval *pf = json_get(x, "prefetch");
+	CHECK(g.nprefetch == pf->count, "%s: prefetch count", name);
+	size_t k = 0;
+	for (const struct jval *p = pf->child; p && k < g.nprefetch; p = p->next, k++)
+		CHECK(str_eq(g.prefetch[k], p), "%s: prefetch[%zu]", name, k);
 	const struct jval *net = json_get(x, "network");
 	if (net->type == J_NULL) {
 		CHECK(g.net.mode == NET_NONE, "%s: network absent", name);

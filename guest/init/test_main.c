@@ -34,6 +34,7 @@ int main(int argc, char **argv)
 	test_json();
 	test_exec();
 	test_user();
+	test_prefetch();
 	test_fixtures(argv[1]);
 	test_session();
 	printf("test-init: %d checks, %d failed\n", t_checks, t_failed);

@@ -423,6 +423,15 @@ export const GuestNetworkSchema = z.discriminatedUnion('mode', [
 ]);
 export type GuestNetwork = z.infer<typeof GuestNetworkSchema>;
 
+/** At most this many config.prefetch entries (guest/init/prefetch.h). */
+export const PREFETCH_MAX = 8;
+const PrefetchEntrySchema = z
+  .string()
+  .min(1)
+  .refine((s) => !s.includes('\0') && Buffer.byteLength(s, 'utf8') <= 4095, {
+    message: 'must be at most 4095 bytes without NUL',
+  });
+
 export const GuestConfigSchema = z
   .object({
     v: z.literal(PROTOCOL_VERSION),
@@ -431,6 +440,13 @@ export const GuestConfigSchema = z
     env: EnvSchema.optional(),
     command: BootCommandSchema.nullable().optional(),
     network: GuestNetworkSchema.optional(),
+    /**
+     * What the first command will run (a name looked up on PATH, or an
+     * absolute path): the guest reads it, and its ELF interpreter, into the
+     * page cache while the host handshake goes on. A hint only: a missing
+     * file is skipped.
+     */
+    prefetch: z.array(PrefetchEntrySchema).max(PREFETCH_MAX).optional(),
   })
   .strict();
 export type GuestConfig = z.infer<typeof GuestConfigSchema>;

@@ -149,6 +149,9 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       env: options.env ?? {},
       resources,
       network,
+      // The guest reads the program in while the handshake goes on: a cold
+      // first exec otherwise waits ~20-40 ms for the disk under TCG.
+      prefetch: prefetchFor(argv[0] as string),
     });
     const now = new Date().toISOString();
     record = {
@@ -313,4 +316,11 @@ async function settled(done: Promise<unknown> | undefined): Promise<void> {
     }),
   ]);
   clearTimeout(timer);
+}
+
+/** What the guest may read ahead for argv0 (a hint: out-of-range names are skipped). */
+function prefetchFor(argv0: string): string[] {
+  return argv0.length > 0 && !argv0.includes('\0') && Buffer.byteLength(argv0) <= 4095
+    ? [argv0]
+    : [];
 }

@@ -46,13 +46,21 @@ export async function prepareBoot(
     env: Record<string, string>;
     resources: Resources;
     network?: NetworkSettings;
+    /** The first command's program, read ahead in the guest (GuestConfig.prefetch). */
+    prefetch?: string[];
   },
 ): Promise<BootPlan> {
   const kernel = await prepareBootKernel(paths, { autoInstall: true });
   const image = options.image;
   await Promise.all([
     createOverlay(image.baseline, ws.disk),
-    writeBootConfig(ws, options.name, { ...image.defaults.env, ...options.env }, options.network),
+    writeBootConfig(
+      ws,
+      options.name,
+      { ...image.defaults.env, ...options.env },
+      options.network,
+      options.prefetch,
+    ),
   ]);
   return {
     kernelPath: kernel.kernelPath,
@@ -79,12 +87,16 @@ export async function prepareBoot(
   };
 }
 
-/** Writes the per-boot config disk (hostname, base environment, network). */
+/**
+ * Writes the per-boot config disk (hostname, base environment, network,
+ * and what to read ahead for the first command).
+ */
 export async function writeBootConfig(
   ws: WorkspacePaths,
   name: string,
   env: Record<string, string>,
   network?: NetworkSettings,
+  prefetch?: string[],
 ): Promise<void> {
   await writeConfigDisk(ws.configDisk, {
     v: 1,
@@ -92,6 +104,7 @@ export async function writeBootConfig(
     hostname: hostnameFor(name),
     ...(Object.keys(env).length > 0 ? { env } : {}),
     ...(network ? { network: guestNetworkConfig(network) } : {}),
+    ...(prefetch && prefetch.length > 0 ? { prefetch } : {}),
   });
 }
 

@@ -179,6 +179,12 @@ describe('microagent run', { timeout: 600_000 }, () => {
     assert.equal(r.code, 127, r.stderr.toString());
     const r2 = await cli(['run', '--', '/etc/passwd']);
     assert.equal(r2.code, 126, r2.stderr.toString());
+    // The guest reads the program ahead at boot (config.prefetch): a device
+    // or a directory is skipped there, and exec decides as always.
+    const r3 = await cli(['run', '--', '/dev/zero']);
+    assert.equal(r3.code, 126, r3.stderr.toString());
+    const r4 = await cli(['run', '--', '/etc']);
+    assert.equal(r4.code, 126, r4.stderr.toString());
   });
 
   it('reports 128+n for a command killed by a signal', async () => {
