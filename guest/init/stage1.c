@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,14 +25,62 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The wave of a module file named LL-NN-<name>.ko (the initramfs builder's
+ * moduleWaves); -1 for any other name. */
+static int module_wave(const char *name)
+{
+	if (name[0] < '0' || name[0] > '9' || name[1] < '0' || name[1] > '9' || name[2] != '-')
+		return -1;
+	return (name[0] - '0') * 10 + (name[1] - '0');
+}
+
+static bool load_one(int fd, const char *name)
+{
+	if (syscall(SYS_finit_module, fd, "", 0) != 0 && errno != EEXIST) {
+		log_msg("finit_module %s: %s", name, strerror(errno));
+		return false;
+	}
+	log_debug("loaded %s", name);
+	return true;
+}
+
+/* Loads modules [from, to) at once: all but the last in children of their
+ * own. False when any failed. */
+static bool load_wave(int *fds, char **names, int from, int to)
+{
+	pid_t kids[MAX_MODULES];
+	int nkids = 0;
+	bool ok = true;
+	for (int i = from; i < to - 1; i++) {
+		pid_t k = fork();
+		if (k == 0)
+			_exit(load_one(fds[i], names[i]) ? 0 : 1);
+		if (k < 0) {
+			ok = load_one(fds[i], names[i]) && ok; /* no fork: in line */
+			continue;
+		}
+		kids[nkids++] = k;
+	}
+	ok = load_one(fds[to - 1], names[to - 1]) && ok;
+	for (int i = 0; i < nkids; i++) {
+		int st;
+		while (waitpid(kids[i], &st, 0) < 0 && errno == EINTR) {
+		}
+		if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			ok = false;
+	}
+	return ok;
+}
+
 /*
- * Loads the .ko files in /modules in name order (the initramfs builder
- * numbers them in dependency order) in a child process, and returns its pid
- * (0 when it loaded them itself): the root disk appears as soon as
- * virtio_blk is in, and is mounted while the console and network drivers
- * still load. The PID 1 role that follows in this process waits for the
- * devices it needs (config disk, channel port, NIC) and reaps the loader;
- * a loader that fails logs why on the console.
+ * Loads the .ko files in /modules in name order, wave by wave (LL-NN-<name>:
+ * the initramfs builder puts each module in a later wave than everything it
+ * depends on, so a wave's modules load in parallel), in a child process, and
+ * returns its pid (0 when it loaded them itself): the root disk appears as
+ * soon as virtio_blk is in, and is mounted while the console and network
+ * drivers may still load. The PID 1 role that follows in this process waits
+ * for the devices it needs (config disk, channel port, NIC) and reaps the
+ * loader; a loader that fails logs why on the console.
  */
 static pid_t load_modules(void)
 {
@@ -52,6 +101,8 @@ static pid_t load_modules(void)
 			continue;
 		if (n == MAX_MODULES)
 			fatal("more than %d modules in /modules", MAX_MODULES);
+		if (module_wave(de->d_name) < 0)
+			fatal("/modules/%s: not named LL-NN-<name>.ko", de->d_name);
 		strncpy(names[n], de->d_name, sizeof names[n] - 1);
 		sorted[n] = names[n];
 		n++;
@@ -72,18 +123,21 @@ static pid_t load_modules(void)
 	if (c < 0)
 		log_msg("fork: %s; loading the modules in line", strerror(errno));
 	if (c <= 0) {
-		for (int i = 0; i < n; i++) {
-			if (syscall(SYS_finit_module, fds[i], "", 0) != 0 && errno != EEXIST) {
-				log_msg("finit_module %s: %s", sorted[i], strerror(errno));
+		for (int from = 0; from < n;) {
+			int to = from + 1;
+			while (to < n && module_wave(sorted[to]) == module_wave(sorted[from]))
+				to++;
+			if (!load_wave(fds, sorted, from, to)) {
 				if (c == 0)
 					_exit(1);
 				fatal("cannot load the kernel modules");
 			}
-			close(fds[i]);
-			log_debug("loaded %s", sorted[i]);
+			from = to;
 		}
 		if (c == 0)
 			_exit(0);
+		for (int i = 0; i < n; i++)
+			close(fds[i]);
 		return 0;
 	}
 	for (int i = 0; i < n; i++)

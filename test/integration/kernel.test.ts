@@ -123,10 +123,21 @@ describe('kernel (real apt kernel)', { skip }, () => {
       .split('\n')
       .filter((l) => / modules\/.+\.ko$/.test(l))
       .map((l) => l.split(' ').at(-1));
+    // LL-NN-<name>.ko: load wave, load order (docs/kernel.md).
+    const waves: Record<string, string> = {
+      virtio_ring: '00',
+      failover: '00',
+      virtio: '01',
+      net_failover: '01',
+      virtio_mmio: '02',
+      virtio_blk: '03',
+      virtio_console: '03',
+      virtio_net: '03',
+    };
     assert.deepEqual(
       mods,
       installed.manifest.modules.map(
-        (x, i) => `modules/${String(i + 1).padStart(2, '0')}-${x.name}.ko`,
+        (x, i) => `modules/${waves[x.name]}-${String(i + 1).padStart(2, '0')}-${x.name}.ko`,
       ),
     );
     const out = await mkdtemp(join(root, 'x-'));

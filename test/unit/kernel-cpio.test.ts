@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { writeCpioNewc, type CpioEntry } from '../../src/kernel/cpio.js';
 import { buildInitramfs } from '../../src/kernel/initramfs.js';
+import { makeKo } from './helpers/kernel-fixtures.js';
 import { run } from '../../src/proc/spawn.js';
 import { sha256 } from '../../src/util/fs.js';
 
@@ -83,13 +84,30 @@ test('the same entries always give the same bytes', () => {
   assert.equal(sha256(writeCpioNewc(entries)), sha256(writeCpioNewc(entries)));
   const a = buildInitramfs({
     init: Buffer.from('x'),
-    modules: [{ name: 'virtio', data: Buffer.from('m') }],
+    modules: [{ name: 'virtio', data: makeKo(['depends=']) }],
   });
   const b = buildInitramfs({
     init: Buffer.from('x'),
-    modules: [{ name: 'virtio', data: Buffer.from('m') }],
+    modules: [{ name: 'virtio', data: makeKo(['depends=']) }],
   });
   assert.ok(a.equals(b));
+});
+
+test('initramfs module files are named LL-NN-<name>.ko: load wave, then load order', () => {
+  const cpio = buildInitramfs({
+    init: Buffer.from('x'),
+    modules: [
+      { name: 'virtio_ring', data: makeKo(['depends=']) },
+      { name: 'virtio', data: makeKo(['depends=virtio_ring']) },
+      { name: 'failover', data: makeKo(['depends=']) },
+    ],
+  });
+  for (const n of [
+    'modules/00-01-virtio_ring.ko',
+    'modules/01-02-virtio.ko',
+    'modules/00-03-failover.ko',
+  ])
+    assert.ok(cpio.includes(Buffer.from(n + '\0')), n);
 });
 
 test('records are 4-byte aligned and the archive ends with TRAILER!!!', () => {
@@ -116,10 +134,11 @@ test(
   async () => {
     await withTmp(async (dir) => {
       const archive = join(dir, 'i.cpio');
-      const modules = ['virtio_ring', 'virtio', 'virtio_mmio'].map((name) => ({
-        name,
-        data: Buffer.from(name),
-      }));
+      const modules = [
+        { name: 'virtio_ring', data: makeKo(['depends=']) },
+        { name: 'virtio', data: makeKo(['depends=virtio_ring']) },
+        { name: 'virtio_mmio', data: makeKo(['depends=virtio,virtio_ring']) },
+      ];
       await writeFile(archive, buildInitramfs({ init: Buffer.from('init'), modules }));
       const listing = (await run(['busybox', 'cpio', '-tv', '-F', archive])).stdout.toString();
       for (const p of ['dev', 'proc', 'sys', 'newroot', 'modules', 'init'])
@@ -131,9 +150,9 @@ test(
         .filter((l) => l.includes('modules/'))
         .map((l) => l.split(' ').at(-1));
       assert.deepEqual(mods, [
-        'modules/01-virtio_ring.ko',
-        'modules/02-virtio.ko',
-        'modules/03-virtio_mmio.ko',
+        'modules/00-01-virtio_ring.ko',
+        'modules/01-02-virtio.ko',
+        'modules/02-03-virtio_mmio.ko',
       ]);
     });
   },

@@ -13,6 +13,7 @@ import {
 } from '../../src/kernel/modules.js';
 import { isMicroagentError } from '../../src/errors.js';
 import { makeKo } from './helpers/kernel-fixtures.js';
+import { moduleWaves } from '../../src/kernel/initramfs.js';
 
 /** An unpacked Debian kernel .deb (dpkg-deb -x); see docs/kernel.md. */
 const KDEB = process.env.MICROAGENT_TEST_KDEB ?? '/tmp/kdeb/x';
@@ -74,6 +75,26 @@ test('closure orders dependencies first and skips built-in modules', async () =>
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('load waves: after every dependency in the list, virtio drivers after the transport', () => {
+  const mod = (name: string, deps: string[]): { name: string; data: Buffer } => ({
+    name,
+    data: makeKo([`depends=${deps.join(',')}`]),
+  });
+  // The Debian cloud kernel's closure, in the order closure() gives it.
+  const waves = moduleWaves([
+    mod('virtio_ring', []),
+    mod('virtio', ['virtio_ring']),
+    mod('virtio_mmio', ['virtio', 'virtio_ring']),
+    mod('virtio_blk', ['virtio', 'virtio_ring']),
+    mod('virtio_console', ['virtio', 'virtio_ring']),
+    mod('failover', []),
+    mod('net_failover', ['failover']),
+    mod('virtio_net', ['virtio_ring', 'virtio', 'net_failover']),
+    mod('ext4_helper', ['builtin_crc', 'failover']), // a built-in dependency does not count
+  ]);
+  assert.deepEqual(waves, [0, 1, 2, 3, 3, 0, 1, 3, 1]);
 });
 
 test('real Debian modules: virtio closure in load order', { skip: skipReal }, async () => {
