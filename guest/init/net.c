@@ -123,6 +123,32 @@ static void wait_link_up(const char *nic)
 	}
 }
 
+void net_links_up(void)
+{
+	DIR *d = opendir("/sys/class/net");
+	if (!d)
+		return;
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct dirent *e;
+	while (s >= 0 && (e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.' || strlen(e->d_name) >= IFNAMSIZ)
+			continue;
+		struct ifreq ifr;
+		memset(&ifr, 0, sizeof ifr);
+		snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", e->d_name);
+		if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0 || (ifr.ifr_flags & IFF_UP))
+			continue;
+		ifr.ifr_flags |= IFF_UP;
+		if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0)
+			log_msg("SIOCSIFFLAGS %s up: %s", ifr.ifr_name, strerror(errno));
+		else
+			log_debug("link %s up", ifr.ifr_name);
+	}
+	if (s >= 0)
+		close(s);
+	closedir(d);
+}
+
 int net_configure(const struct guest_net *n)
 {
 	if (n->mode != NET_USER)

@@ -644,9 +644,9 @@ int pid1_main(void)
 		fatal("%s", err);
 	exec_set_config_env(config.env, config.envc);
 	log_debug("config: workspace %s", config.workspace);
+	prefetch_start(config.prefetch, config.nprefetch, config_path());
 	set_hostname();
 	start_network();
-	prefetch_start(config.prefetch, config.nprefetch, config_path());
 	if (mkdir_p1(RESULT_DIR, 0755) != 0)
 		log_msg("cannot create %s", RESULT_DIR);
 	boot_state = config.has_command ? BOOT_WAITING : BOOT_NONE;

@@ -2,6 +2,7 @@
  * modules, mount the ma-root disk, switch root, go on as PID 1. */
 #include "log.h"
 #include "mux.h"
+#include "net.h"
 #include "roles.h"
 #include "util.h"
 
@@ -134,6 +135,7 @@ static pid_t load_modules(void)
 			}
 			from = to;
 		}
+		net_links_up();
 		if (c == 0)
 			_exit(0);
 		for (int i = 0; i < n; i++)
