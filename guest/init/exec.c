@@ -342,6 +342,25 @@ static void child_fail(int fd, int stage, int err)
 	_exit(stage == STAGE_EXEC ? 127 : 125);
 }
 
+int path_next(const char **p, const char *file, char *buf, size_t cap)
+{
+	const char *e = strchrnul(*p, ':');
+	size_t dl = (size_t)(e - *p), fl = strlen(file);
+	int rc = -1;
+	if (dl + fl + 2 <= cap) {
+		if (dl == 0) {
+			memcpy(buf, file, fl + 1);
+		} else {
+			memcpy(buf, *p, dl);
+			buf[dl] = '/';
+			memcpy(buf + dl + 1, file, fl + 1);
+		}
+		rc = (int)dl;
+	}
+	*p = *e ? e + 1 : NULL;
+	return rc;
+}
+
 /* execvpe without the ENOEXEC → /bin/sh fallback; returns the errno to report. */
 static int child_exec(const char *file, char *const *argv, char *const *envp, const char *path)
 {
@@ -352,40 +371,26 @@ static int child_exec(const char *file, char *const *argv, char *const *envp, co
 		return errno;
 	}
 	bool eacces = false;
-	size_t fl = strlen(file);
-	const char *p = path;
-	for (;;) {
-		const char *e = strchrnul(p, ':');
+	for (const char *p = path; p;) {
 		char buf[4096];
-		size_t dl = (size_t)(e - p);
-		if (dl + fl + 2 <= sizeof buf) {
-			if (dl == 0) {
-				memcpy(buf, file, fl + 1);
-			} else {
-				memcpy(buf, p, dl);
-				buf[dl] = '/';
-				memcpy(buf + dl + 1, file, fl + 1);
-			}
-			execve(buf, argv, envp);
-			switch (errno) {
-			case EACCES:
-				eacces = true;
-				break;
-			case ENOENT:
-			case ENOTDIR:
-			case ESTALE:
-			case ENODEV:
-			case ETIMEDOUT:
-			case ENAMETOOLONG:
-			case ELOOP:
-				break;
-			default:
-				return errno;
-			}
-		}
-		if (*e == 0)
+		if (path_next(&p, file, buf, sizeof buf) < 0)
+			continue;
+		execve(buf, argv, envp);
+		switch (errno) {
+		case EACCES:
+			eacces = true;
 			break;
-		p = e + 1;
+		case ENOENT:
+		case ENOTDIR:
+		case ESTALE:
+		case ENODEV:
+		case ETIMEDOUT:
+		case ENAMETOOLONG:
+		case ELOOP:
+			break;
+		default:
+			return errno;
+		}
 	}
 	return eacces ? EACCES : ENOENT;
 }

@@ -112,6 +112,14 @@ int exec_spawn_as(const char *const *argv, char *const *envp, const char *path, 
 extern pid_t exec_setup_pid;
 
 /* The config disk's env (merged over PATH/HOME for everything PID 1 runs). */
+/*
+ * One step of a PATH walk for file: writes the candidate "<dir>/<file>" (file
+ * alone for an empty element: the cwd) to buf, moves *p to the next element
+ * (NULL after the last) and returns the element's length; -1 when the
+ * candidate does not fit in cap (skip it).
+ */
+int path_next(const char **p, const char *file, char *buf, size_t cap);
+
 void exec_set_config_env(const struct kv *env, size_t n);
 /* base + config env + extra (later wins). */
 int exec_env_for(const struct kv *extra, size_t extra_n, struct jarena *a, char ***envp, const char **path);

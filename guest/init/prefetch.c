@@ -1,5 +1,6 @@
 /* Page-cache warm-up for the first command (prefetch.h). */
 #include "prefetch.h"
+#include "exec.h"
 #include "log.h"
 
 #include <elf.h>
@@ -32,25 +33,17 @@ int prefetch_open(const char *name, const char *path)
 		return -1;
 	if (strchr(name, '/'))
 		return name[0] == '/' ? open_regular(name, true) : -1;
-	size_t nl = strlen(name);
-	for (const char *p = path;;) {
-		const char *e = strchrnul(p, ':');
-		size_t dl = (size_t)(e - p);
+	for (const char *p = path; p;) {
 		char buf[4096];
 		/* An empty PATH element is the cwd: a first command's is "/" or its own;
 		 * not worth guessing. */
-		if (dl > 0 && dl + nl + 2 <= sizeof buf) {
-			memcpy(buf, p, dl);
-			buf[dl] = '/';
-			memcpy(buf + dl + 1, name, nl + 1);
-			int fd = open_regular(buf, true);
-			if (fd >= 0)
-				return fd;
-		}
-		if (*e == '\0')
-			return -1;
-		p = e + 1;
+		if (path_next(&p, name, buf, sizeof buf) <= 0)
+			continue;
+		int fd = open_regular(buf, true);
+		if (fd >= 0)
+			return fd;
 	}
+	return -1;
 }
 
 int prefetch_interp(int fd, char *out, size_t cap)

@@ -425,7 +425,8 @@ export type GuestNetwork = z.infer<typeof GuestNetworkSchema>;
 
 /** At most this many config.prefetch entries (guest/init/prefetch.h). */
 export const PREFETCH_MAX = 8;
-const PrefetchEntrySchema = z
+/** One config.prefetch entry: what the guest init accepts. */
+export const PrefetchEntrySchema = z
   .string()
   .min(1)
   .refine((s) => !s.includes('\0') && Buffer.byteLength(s, 'utf8') <= 4095, {

@@ -9,7 +9,7 @@ import { rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { MicroagentError, toMicroagentError } from '../errors.js';
 import { execInGuest } from '../guest/exec-client.js';
-import type { ExecExit } from '../guest/protocol.js';
+import { PrefetchEntrySchema, type ExecExit } from '../guest/protocol.js';
 import { StatePaths } from '../paths.js';
 import { writeJsonAtomic } from '../util/fs.js';
 import { generateRunName, validateWorkspaceName } from './names.js';
@@ -318,9 +318,7 @@ async function settled(done: Promise<unknown> | undefined): Promise<void> {
   clearTimeout(timer);
 }
 
-/** What the guest may read ahead for argv0 (a hint: out-of-range names are skipped). */
+/** What the guest may read ahead for argv0 (a hint: a name the config cannot carry is left out). */
 function prefetchFor(argv0: string): string[] {
-  return argv0.length > 0 && !argv0.includes('\0') && Buffer.byteLength(argv0) <= 4095
-    ? [argv0]
-    : [];
+  return PrefetchEntrySchema.safeParse(argv0).success ? [argv0] : [];
 }
