@@ -644,15 +644,19 @@ int pid1_main(void)
 		fatal("%s", err);
 	exec_set_config_env(config.env, config.envc);
 	log_debug("config: workspace %s", config.workspace);
+	boot_state = config.has_command ? BOOT_WAITING : BOOT_NONE;
+	/* HELLO first: the host's answer and its first requests cross the
+	 * channel (~10 ms under TCG) while the children below are forked.
+	 * Nothing is read from the channel before the loop, by which time the
+	 * hostname is set and exec_setup_pid names the network child. */
+	open_channel();
+	if (send_hello() != 0)
+		channel_lost();
 	prefetch_start(config.prefetch, config.nprefetch, config_path());
 	set_hostname();
 	start_network();
 	if (mkdir_p1(RESULT_DIR, 0755) != 0)
 		log_msg("cannot create %s", RESULT_DIR);
-	boot_state = config.has_command ? BOOT_WAITING : BOOT_NONE;
-	open_channel();
-	if (send_hello() != 0)
-		channel_lost();
 
 	static struct pollfd pfds[2 + MUX_MAX_STREAMS * 3];
 	for (;;) {

@@ -213,24 +213,34 @@ export class Monitor {
    */
   private async launch(): Promise<void> {
     this.bootAttempt++;
-    // passt first: QEMU inherits the other end of its socket pair.
-    const netSocket = this.config.passtArgv ? this.startPasst(this.config.passtArgv) : undefined;
+    // QEMU first: the network helpers start while it initialises (each
+    // spawn is a few ms of this process's time, which QEMU need not wait
+    // for); frames the guest sends before they run wait in the socket.
     // QEMU's stdout/stderr (its own error messages) go to qemu.log.
     const logFd = openSync(this.files.qemuLog, 'a', 0o600);
     let child: ChildProcess;
     try {
-      // fd 3 (NET_FD) is QEMU's end of passt's socket pair.
+      // fd 3 (NET_FD): QEMU's end of the socket pair to passt (or net-guard).
       child = this.spawnVmmExec(this.config.qemuArgv, [
         'ignore',
         logFd,
         logFd,
-        ...(netSocket ? [netSocket] : []),
+        ...(this.config.passtArgv ? ['pipe' as const] : []),
       ]);
     } finally {
       closeSync(logFd);
-      // Only QEMU and passt hold the pair now: when either goes, the other
-      // sees EOF (passt then exits by itself).
-      netSocket?.destroy();
+    }
+    if (this.config.passtArgv) {
+      const netSocket = child.stdio[3] as Socket | null;
+      if (netSocket) {
+        try {
+          this.startPasst(this.config.passtArgv, netSocket);
+        } finally {
+          // Only QEMU and passt (or net-guard) hold the pair now: when
+          // either goes, the other sees EOF (passt then exits by itself).
+          netSocket.destroy();
+        }
+      }
     }
     this.qemu = child;
     child.once('error', (err) => {
@@ -383,35 +393,38 @@ export class Monitor {
   }
 
   /**
-   * Starts passt through vmm-exec with one end of a fresh socket pair at
-   * fd 3 (Node's stdio 'pipe' is a socketpair) and returns the other end
-   * for QEMU. passt drops to `nobody` when run as root, which clears
-   * PDEATHSIG; what ends it is EOF on its socket (QEMU gone) and, on every
-   * normal path, the monitor's own stop in onQemuExit.
+   * Starts passt through vmm-exec with the monitor's end of QEMU's NIC
+   * socket pair (Node's stdio 'pipe' is a socketpair) at its fd 3. passt
+   * drops to `nobody` when run as root, which clears PDEATHSIG; what ends
+   * it is EOF on its socket (QEMU gone) and, on every normal path, the
+   * monitor's own stop in onQemuExit.
    *
-   * With a net-guard, the guard gets passt's socket at its fd 4 and a
-   * second pair at fd 3, whose other end goes to QEMU: every guest frame
-   * crosses the guard. The guard keeps PDEATHSIG (it drops nothing) and
-   * exits when either side closes, which takes passt down with it.
+   * With a net-guard, the guard gets QEMU's side at its fd 3 and a second
+   * pair at fd 4, whose other end goes to passt: every guest frame crosses
+   * the guard. The guard keeps PDEATHSIG (it drops nothing) and exits when
+   * either side closes, which takes passt down with it.
    */
-  private startPasst(argv: readonly string[]): Socket {
+  private startPasst(argv: readonly string[], qemuSocket: Socket): void {
+    qemuSocket.on('error', () => {});
     const logFd = openSync(this.files.passtLog, 'a', 0o600);
     let passt: ChildProcess;
     let guard: ChildProcess | undefined;
     try {
-      passt = this.spawnVmmExec(argv, ['ignore', logFd, logFd, 'pipe']);
-      const passtSock = passt.stdio[3] as Socket;
-      passtSock.on('error', () => {});
+      let passtSide = qemuSocket;
       if (this.config.netGuard !== undefined) {
-        try {
-          guard = this.spawnVmmExec(
-            [this.config.netGuard],
-            ['ignore', logFd, logFd, 'pipe', passtSock],
-          );
-        } finally {
-          // Only the guard holds passt's end now.
-          passtSock.destroy();
-        }
+        // The guard holds QEMU's side at its fd 3 and passt's at its fd 4.
+        guard = this.spawnVmmExec(
+          [this.config.netGuard],
+          ['ignore', logFd, logFd, qemuSocket, 'pipe'],
+        );
+        passtSide = guard.stdio[4] as Socket;
+        passtSide.on('error', () => {});
+      }
+      try {
+        passt = this.spawnVmmExec(argv, ['ignore', logFd, logFd, passtSide]);
+      } finally {
+        // Only passt holds the guard's other side now.
+        if (guard) passtSide.destroy();
       }
     } finally {
       closeSync(logFd);
@@ -435,9 +448,6 @@ export class Monitor {
         );
       }
     }
-    const sock = (guard ?? passt).stdio[3] as Socket;
-    sock.on('error', () => {});
-    return sock;
   }
 
   /**
