@@ -11,6 +11,7 @@
 #include <net/if.h>
 #include <net/route.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -94,6 +95,14 @@ static void write_resolv_conf(const struct guest_net *n)
 		log_msg("write %s: %s", RESOLV_CONF, strerror(errno));
 }
 
+/* Whether nic's carrier is on: then the kernel sends on it at once. */
+static bool carrier_on(const char *nic)
+{
+	char path[64], v[32] = "";
+	snprintf(path, sizeof path, "/sys/class/net/%s/carrier", nic);
+	return read_text_file(path, v, sizeof v) >= 0 && strcmp(v, "1") == 0;
+}
+
 /*
  * The kernel sends on a NIC once it has a carrier and its queue is active.
  * If virtio-net had reported the link before SIOCSIFFLAGS, opening the NIC
@@ -105,10 +114,9 @@ static void write_resolv_conf(const struct guest_net *n)
  */
 static void wait_link_up(const char *nic)
 {
-	char carrier[64], operstate[64], v[32] = "";
-	snprintf(carrier, sizeof carrier, "/sys/class/net/%s/carrier", nic);
+	char operstate[64], v[32] = "";
 	snprintf(operstate, sizeof operstate, "/sys/class/net/%s/operstate", nic);
-	if (read_text_file(carrier, v, sizeof v) >= 0 && strcmp(v, "1") == 0)
+	if (carrier_on(nic))
 		return;
 	int64_t deadline = now_ms() + LINK_WAIT_MS;
 	for (;;) {
@@ -149,11 +157,13 @@ void net_links_up(void)
 	closedir(d);
 }
 
-int net_configure(const struct guest_net *n)
+int net_configure(const struct guest_net *n, bool wait)
 {
 	if (n->mode != NET_USER)
 		return 0;
 	char nic[IFNAMSIZ];
+	if (!wait && (find_nic(nic, sizeof nic) != 0 || !carrier_on(nic)))
+		return 1; /* not ready: nothing changed */
 	int64_t deadline = now_ms() + NIC_WAIT_MS;
 	while (find_nic(nic, sizeof nic) != 0) {
 		if (now_ms() >= deadline) {

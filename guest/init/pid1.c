@@ -582,19 +582,27 @@ static void loopback_up(void)
 }
 
 /*
- * Brings up lo and the NIC in a child process, so that the channel and the
- * HELLO do not wait for them (~25-40 ms under TCG). Commands wait for the child
- * (exec_setup_pid), so they always start with the network configured.
- * net_configure logs its own failures; exec works without a network.
+ * Brings up lo and the NIC. Usually stage 1 has set the NIC up while root
+ * was mounting and its carrier is on: then a few ioctls and resolv.conf
+ * are done here (~15 ms under TCG), while the host's answer to HELLO is on
+ * its way; forking a child for them cost more, and the first command
+ * waited for that child. Otherwise (the NIC still probing, or its link not
+ * up yet) a child waits for it, so that the channel is served meanwhile;
+ * commands wait for the child (exec_setup_pid), so they always start with
+ * the network configured. net_configure logs its own failures; exec works
+ * without a network.
  */
 static void start_network(void)
 {
+	loopback_up();
+	if (net_configure(&config.net, false) != 1)
+		return;
 	pid_t c = fork();
 	if (c < 0)
-		log_msg("fork: %s; configuring the network before the channel", strerror(errno));
+		log_msg("fork: %s; configuring the network before serving the channel",
+			strerror(errno));
 	if (c <= 0) {
-		loopback_up();
-		net_configure(&config.net);
+		net_configure(&config.net, true);
 		if (c == 0)
 			_exit(0);
 		return;
@@ -646,15 +654,15 @@ int pid1_main(void)
 	log_debug("config: workspace %s", config.workspace);
 	boot_state = config.has_command ? BOOT_WAITING : BOOT_NONE;
 	/* HELLO first: the host's answer and its first requests cross the
-	 * channel (~10 ms under TCG) while the children below are forked.
-	 * Nothing is read from the channel before the loop, by which time the
-	 * hostname is set and exec_setup_pid names the network child. */
+	 * channel (~10 ms under TCG) while the rest is set up. Nothing is read
+	 * from the channel before the loop, by which time the hostname is set
+	 * and the network configured (or exec_setup_pid names its child). */
 	open_channel();
 	if (send_hello() != 0)
 		channel_lost();
 	prefetch_start(config.prefetch, config.nprefetch, config_path());
-	set_hostname();
 	start_network();
+	set_hostname();
 	if (mkdir_p1(RESULT_DIR, 0755) != 0)
 		log_msg("cannot create %s", RESULT_DIR);
 
