@@ -402,8 +402,9 @@ describe('networking', { timeout: 900_000 }, () => {
   });
 
   it('starts the first command with the network already configured', async () => {
-    // PID 1 sets the network up in a child while the channel comes up;
-    // commands wait for it. The first command must see it complete.
+    // PID 1 sets the network up after HELLO (in a child when the NIC is
+    // not ready yet, which commands wait for). The first command must see
+    // it complete.
     const r = await cli([
       'run',
       '--',
@@ -418,6 +419,22 @@ describe('networking', { timeout: 900_000 }, () => {
     assert.match(out, /^eth0\t00000000\t0202000A\t/m, 'default route via 10.0.2.2');
     assert.match(out, /^nameserver 10\.0\.2\.3$/m);
     assert.match(out, /(up|unknown)\n$/);
+  });
+
+  it('fails the run, naming passt, when the network helper cannot start', async () => {
+    // QEMU starts before passt: a passt that exits at once must take the
+    // VM down with a clear error, and leave nothing behind.
+    const name = `${TAG}-nopasst`;
+    const r = await cli(['run', '--json', '--name', name, '--', 'true'], {
+      env: { MICROAGENT_PASST: '/bin/false' },
+    });
+    assert.equal(r.code, 1, r.stderr.toString());
+    const doc = jsonOf<{ ok: boolean; error: { code: string; message: string } }>(r);
+    assert.equal(doc.ok, false);
+    assert.equal(doc.error.code, 'BOOT_FAILED');
+    assert.match(doc.error.message, /passt exited with code 1/);
+    assert.deepEqual(await waitNoProcesses(join(E2E_STATE_DIR, 'workspaces', name)), []);
+    assert.equal((await cli(['inspect', name])).code, 1, 'the throwaway workspace is gone');
   });
 
   it('gives an isolated workspace no interface but lo', async () => {

@@ -230,18 +230,6 @@ export class Monitor {
     } finally {
       closeSync(logFd);
     }
-    if (this.config.passtArgv) {
-      const netSocket = child.stdio[3] as Socket | null;
-      if (netSocket) {
-        try {
-          this.startPasst(this.config.passtArgv, netSocket);
-        } finally {
-          // Only QEMU and passt (or net-guard) hold the pair now: when
-          // either goes, the other sees EOF (passt then exits by itself).
-          netSocket.destroy();
-        }
-      }
-    }
     this.qemu = child;
     child.once('error', (err) => {
       this.log(`cannot start QEMU: ${err.message}`);
@@ -252,7 +240,25 @@ export class Monitor {
       if (this.restartPending && child === this.qemu) void this.relaunch(code, signal);
       else void this.onQemuExit(code, signal);
     });
-    if (child.pid === undefined) return; // 'error' follows
+    if (child.pid === undefined) {
+      (child.stdio[3] as Socket | null | undefined)?.destroy();
+      return; // 'error' follows
+    }
+    if (this.config.passtArgv) {
+      const netSocket = child.stdio[3] as Socket;
+      try {
+        this.startPasst(this.config.passtArgv, netSocket);
+      } catch (err) {
+        // QEMU is already up: it must not outlive a start that failed.
+        this.killDetail ??= `the network helper passt could not start: ${(err as Error).message}`;
+        this.kill('vmm_start_failed');
+        throw err;
+      } finally {
+        // Only QEMU and passt (or net-guard) hold the pair now: when
+        // either goes, the other sees EOF (passt then exits by itself).
+        netSocket.destroy();
+      }
+    }
     this.state.qemuPid = child.pid;
     this.log(
       `QEMU started (boot attempt ${this.bootAttempt}), pid ${child.pid}: ${this.config.qemuArgv.join(' ')}`,
