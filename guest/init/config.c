@@ -176,10 +176,10 @@ int config_parse_json(const char *json, size_t len, struct jarena *a, struct gue
 		if (pf->type != J_ARR || pf->count > PREFETCH_MAX)
 			return cerr(err, errlen, "config: prefetch must be an array of at most %d strings", PREFETCH_MAX);
 		for (const struct jval *s = pf->child; s; s = s->next) {
-			if (!json_is_cstr(s) || s->slen == 0 || s->slen > 4095)
+			if (!json_is_cstr(s) || s->slen == 0 || s->slen > PREFETCH_MAX_NAME)
 				return cerr(err, errlen,
-					    "config: prefetch[%zu] must be a non-empty string without NUL (at most 4095 bytes)",
-					    c->nprefetch);
+					    "config: prefetch[%zu] must be a non-empty string without NUL (at most %d bytes)",
+					    c->nprefetch, PREFETCH_MAX_NAME);
 			c->prefetch[c->nprefetch++] = s->s;
 		}
 	}

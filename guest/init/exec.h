@@ -107,11 +107,11 @@ int exec_spawn_as(const char *const *argv, char *const *envp, const char *path, 
 		  const struct spawn_io *io, const struct exec_user *user, pid_t *pid, struct exec_result *r);
 
 /* A child of PID 1 that must finish before any command starts (the network
- * set-up, which runs while the channel comes up); 0 when there is none. The
+ * set-up, when the NIC was not ready for PID 1 to do it); 0 when there is
+ * none. The
  * spawn functions wait for it; whoever reaps it first must clear it. */
 extern pid_t exec_setup_pid;
 
-/* The config disk's env (merged over PATH/HOME for everything PID 1 runs). */
 /*
  * One step of a PATH walk for file: writes the candidate "<dir>/<file>" (file
  * alone for an empty element: the cwd) to buf, moves *p to the next element
@@ -120,6 +120,7 @@ extern pid_t exec_setup_pid;
  */
 int path_next(const char **p, const char *file, char *buf, size_t cap);
 
+/* The config disk's env (merged over PATH/HOME for everything PID 1 runs). */
 void exec_set_config_env(const struct kv *env, size_t n);
 /* base + config env + extra (later wins). */
 int exec_env_for(const struct kv *extra, size_t extra_n, struct jarena *a, char ***envp, const char **path);

@@ -131,6 +131,27 @@ static void wait_link_up(const char *nic)
 	}
 }
 
+/* Sets IFF_UP on the interface name (s: an AF_INET socket) unless it is up;
+ * a failure is logged. */
+static void link_up(int s, const char *name)
+{
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0) {
+		if (errno != ENODEV) /* not one that went away meanwhile */
+			log_msg("SIOCGIFFLAGS %s: %s", name, strerror(errno));
+		return;
+	}
+	if (ifr.ifr_flags & IFF_UP)
+		return;
+	ifr.ifr_flags |= IFF_UP;
+	if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0)
+		log_msg("SIOCSIFFLAGS %s up: %s", name, strerror(errno));
+	else
+		log_debug("link %s up", name);
+}
+
 void net_links_up(void)
 {
 	DIR *d = opendir("/sys/class/net");
@@ -141,20 +162,22 @@ void net_links_up(void)
 	while (s >= 0 && (e = readdir(d)) != NULL) {
 		if (e->d_name[0] == '.' || strlen(e->d_name) >= IFNAMSIZ)
 			continue;
-		struct ifreq ifr;
-		memset(&ifr, 0, sizeof ifr);
-		snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", e->d_name);
-		if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0 || (ifr.ifr_flags & IFF_UP))
-			continue;
-		ifr.ifr_flags |= IFF_UP;
-		if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0)
-			log_msg("SIOCSIFFLAGS %s up: %s", ifr.ifr_name, strerror(errno));
-		else
-			log_debug("link %s up", ifr.ifr_name);
+		link_up(s, e->d_name);
 	}
 	if (s >= 0)
 		close(s);
 	closedir(d);
+}
+
+void net_loopback_up(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0) {
+		log_msg("socket: %s", strerror(errno));
+		return;
+	}
+	link_up(s, "lo");
+	close(s);
 }
 
 int net_configure(const struct guest_net *n, bool wait)

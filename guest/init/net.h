@@ -21,6 +21,9 @@ int net_configure(const struct guest_net *n, bool wait);
  * instead of delaying the first command. net_configure does the rest. */
 void net_links_up(void);
 
+/* Sets IFF_UP on lo (PID 1, whether or not the loader got there first). */
+void net_loopback_up(void);
+
 /* "nameserver a.b.c.d\n" lines for n into buf; returns the length or -1. */
 int net_resolv_conf(const struct guest_net *n, char *buf, size_t cap);
 

@@ -16,14 +16,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <net/if.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
@@ -561,26 +559,6 @@ static void set_hostname(void)
 		log_msg("write /etc/hostname: %s", strerror(errno));
 }
 
-static void loopback_up(void)
-{
-	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (s < 0) {
-		log_msg("socket: %s", strerror(errno));
-		return;
-	}
-	struct ifreq ifr;
-	memset(&ifr, 0, sizeof ifr);
-	strcpy(ifr.ifr_name, "lo");
-	if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0) {
-		log_msg("SIOCGIFFLAGS lo: %s", strerror(errno));
-	} else {
-		ifr.ifr_flags |= IFF_UP;
-		if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0)
-			log_msg("SIOCSIFFLAGS lo: %s", strerror(errno));
-	}
-	close(s);
-}
-
 /*
  * Brings up lo and the NIC. Usually stage 1 has set the NIC up while root
  * was mounting and its carrier is on: then a few ioctls and resolv.conf
@@ -594,7 +572,7 @@ static void loopback_up(void)
  */
 static void start_network(void)
 {
-	loopback_up();
+	net_loopback_up();
 	if (net_configure(&config.net, false) != 1)
 		return;
 	pid_t c = fork();

@@ -5,6 +5,8 @@
 #include <stddef.h>
 
 #define PREFETCH_MAX 8
+/* Longest entry, in bytes (PrefetchEntrySchema in src/guest/protocol.ts). */
+#define PREFETCH_MAX_NAME 4095
 #define PREFETCH_MAX_BYTES (64L * 1024 * 1024)
 
 /*

@@ -425,12 +425,14 @@ export type GuestNetwork = z.infer<typeof GuestNetworkSchema>;
 
 /** At most this many config.prefetch entries (guest/init/prefetch.h). */
 export const PREFETCH_MAX = 8;
+/** The longest config.prefetch entry, in bytes (guest/init/prefetch.h). */
+export const PREFETCH_MAX_NAME = 4095;
 /** One config.prefetch entry: what the guest init accepts. */
 export const PrefetchEntrySchema = z
   .string()
   .min(1)
-  .refine((s) => !s.includes('\0') && Buffer.byteLength(s, 'utf8') <= 4095, {
-    message: 'must be at most 4095 bytes without NUL',
+  .refine((s) => !s.includes('\0') && Buffer.byteLength(s, 'utf8') <= PREFETCH_MAX_NAME, {
+    message: `must be at most ${PREFETCH_MAX_NAME} bytes without NUL`,
   });
 
 export const GuestConfigSchema = z

@@ -258,8 +258,9 @@ async function start(req: StartRequest): Promise<StartResult> {
  * less on the way to QEMU. Everything else is the same: the same monitor
  * code, sockets, monitor.json and ctl protocol. QEMU and net-guard carry
  * PDEATHSIG to this process (vmm-exec), so they die with it, even on
- * SIGKILL, and passt ends on EOF when they do. The caller must call `Monitor.kill` (or stop the VM
- * through ctl.sock) and await `monitor.done` before it lets go.
+ * SIGKILL, and passt ends on EOF when they do. The caller must call
+ * `Monitor.kill` (or stop the VM through ctl.sock) and await
+ * `monitor.done` before it lets go.
  */
 export async function startInProcess(
   raw: unknown,
