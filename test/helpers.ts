@@ -16,6 +16,8 @@ export const E2E_STATE_DIR =
   process.env.MICROAGENT_TEST_STATE_DIR ?? join(PACKAGE_ROOT, '.local', 'test-state');
 
 export const CLI_MAIN = join(PACKAGE_ROOT, 'dist', 'src', 'cli', 'main.js');
+/** The CLI as users start it: from the start-up snapshot when it is current. */
+export const CLI_BIN = join(PACKAGE_ROOT, 'bin', 'microagent');
 
 export interface CliResult {
   code: number | null;
@@ -31,9 +33,12 @@ export interface CliOptions {
   timeoutMs?: number;
 }
 
-/** Starts the CLI with `--state-dir` appended to the command's own flags. */
+/**
+ * Starts the CLI through bin/microagent, so that the suite runs what users
+ * run (src/cli/snapshot.ts), with MICROAGENT_STATE_DIR set.
+ */
 export function startCli(args: string[], options: CliOptions = {}): ChildProcess {
-  return spawn(process.execPath, [CLI_MAIN, ...args], {
+  return spawn(CLI_BIN, args, {
     env: {
       ...process.env,
       MICROAGENT_STATE_DIR: options.stateDir ?? E2E_STATE_DIR,

@@ -11,8 +11,13 @@ import { exists, sha256File } from '../util/fs.js';
 
 export const DEFAULT_KERNEL_METAPACKAGE = 'linux-image-cloud-amd64';
 const APT_ARCHIVES = '/var/cache/apt/archives';
-/** Stable, untranslated apt output. */
-const APT_ENV = { ...process.env, LC_ALL: 'C', LANG: 'C' };
+/**
+ * Stable, untranslated apt output. A function: the environment is read
+ * when apt runs, never at load time (src/cli/snapshot.ts).
+ */
+function aptEnv(): NodeJS.ProcessEnv {
+  return { ...process.env, LC_ALL: 'C', LANG: 'C' };
+}
 
 export interface AptKernelPackage {
   /** e.g. linux-image-6.1.0-56-cloud-amd64 */
@@ -102,7 +107,7 @@ export async function obtainDeb(
   // write dir); harmless, the hash check below is what vouches for the file.
   await run(['apt-get', 'download', '-q', `${pkg.package}=${pkg.version}`], {
     cwd: dir,
-    env: APT_ENV,
+    env: aptEnv(),
     providedBy: 'apt',
     timeoutMs: 15 * 60_000,
   });
@@ -154,7 +159,7 @@ async function candidateVersion(name: string): Promise<string> {
 
 async function aptCache(args: string[]): Promise<string> {
   const r = await run(['apt-cache', ...args], {
-    env: APT_ENV,
+    env: aptEnv(),
     providedBy: 'apt',
     timeoutMs: 120_000,
   });

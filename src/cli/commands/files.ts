@@ -2,6 +2,7 @@
  * `microagent connect NAME`, `cp SRC DST`, `artifacts NAME`, `artifacts get`.
  */
 import { resolve } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { parseArgs, UsageError, type FlagSpecs } from '../args.js';
 import { table, writeJson, type Output } from '../output.js';
 import { connectWorkspace } from '../../workspace/connect.js';
@@ -43,7 +44,6 @@ async function connectMain(argv: string[], out: Output): Promise<number> {
     rows: stdout.rows || 24,
     cols: stdout.columns || 80,
   });
-  const { PassThrough } = await import('node:stream');
   const input = new PassThrough();
   let detached = false;
   let hangUp = (): void => {};
