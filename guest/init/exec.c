@@ -424,9 +424,14 @@ int exec_spawn_as(const char *const *argv, char *const *envp, const char *path, 
 		log_msg("exec: %s", r->message);
 		return -1;
 	}
-	pid_t c = fork();
+	/* vfork: the child borrows PID 1's memory until it execs, instead of a
+	 * copy of its page tables and a copy-on-write fault for every page
+	 * either side touches next (~3-5 ms per exec under TCG). PID 1 waits
+	 * on the report pipe until the exec anyway. The child only makes
+	 * syscalls on its own stack and ends in execve or _exit. */
+	pid_t c = vfork();
 	if (c < 0) {
-		exec_result_fail(r, ERR_SETUP_FAILED, "fork: %s", strerror(errno));
+		exec_result_fail(r, ERR_SETUP_FAILED, "vfork: %s", strerror(errno));
 		log_msg("exec: %s", r->message);
 		close(ep[0]);
 		close(ep[1]);
@@ -435,13 +440,15 @@ int exec_spawn_as(const char *const *argv, char *const *envp, const char *path, 
 	if (c == 0) {
 		if (setsid() < 0)
 			child_fail(ep[1], STAGE_SETUP, errno);
+		/* Default dispositions before unblocking: no handler of PID 1 may
+		 * run in a child that shares its memory. */
+		for (int s = 1; s < NSIG; s++)
+			if (s != SIGKILL && s != SIGSTOP)
+				signal(s, SIG_DFL); /* fails harmlessly for the glibc-reserved RT signals */
 		sigset_t none;
 		sigemptyset(&none);
 		if (sigprocmask(SIG_SETMASK, &none, NULL) != 0)
 			child_fail(ep[1], STAGE_SETUP, errno);
-		for (int s = 1; s < NSIG; s++)
-			if (s != SIGKILL && s != SIGSTOP)
-				signal(s, SIG_DFL); /* fails harmlessly for the glibc-reserved RT signals */
 		int in = io->in_fd;
 		if (in < 0) {
 			in = open("/dev/null", O_RDONLY);

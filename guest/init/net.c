@@ -91,7 +91,8 @@ static void write_resolv_conf(const struct guest_net *n)
 		return;
 	/* A read-only root, or a dangling link into a resolver's runtime
 	 * directory: DNS is then the image's own business. */
-	if (rewrite_file(RESOLV_CONF, text, (size_t)len, 0644) != 0 && errno != EROFS)
+	if (publish_file(RESOLV_CONF, RUN_FILES_DIR "/resolv.conf", text, (size_t)len) != 0 &&
+	    errno != EROFS)
 		log_msg("write %s: %s", RESOLV_CONF, strerror(errno));
 }
 

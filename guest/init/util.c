@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,6 +58,22 @@ int rewrite_file(const char *path, const void *data, size_t len, mode_t mode)
 		return -1;
 	errno = saved;
 	return rc;
+}
+
+int publish_file(const char *path, const char *run_copy, const void *data, size_t len)
+{
+	struct stat st;
+	if (lstat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+		if (mkdir(RUN_FILES_DIR, 0755) != 0 && errno != EEXIST)
+			log_msg("mkdir %s: %s", RUN_FILES_DIR, strerror(errno));
+		else if (rewrite_file(run_copy, data, len, 0644) != 0)
+			log_msg("write %s: %s", run_copy, strerror(errno));
+		else if (mount(run_copy, path, NULL, MS_BIND, NULL) != 0)
+			log_msg("bind %s over %s: %s", run_copy, path, strerror(errno));
+		else
+			return 0;
+	}
+	return rewrite_file(path, data, len, 0644);
 }
 
 ssize_t read_full(int fd, void *buf, size_t cap)

@@ -421,6 +421,50 @@ describe('networking', { timeout: 900_000 }, () => {
     assert.match(out, /(up|unknown)\n$/);
   });
 
+  it('gives each boot its resolv.conf and hostname without writing them to the disk', async () => {
+    // Regular files are covered by bind mounts of per-boot copies on /run;
+    // a symbolic link is written through as before (it may dangle).
+    const name = `${TAG}-etc`;
+    const guest = async (script: string): Promise<string> => {
+      const r = await cli(['exec', name, '--', 'sh', '-c', script]);
+      assert.equal(r.code, 0, r.stderr.toString());
+      return r.stdout.toString();
+    };
+    try {
+      assert.equal((await cli(['create', name])).code, 0);
+      assert.equal((await cli(['start', name])).code, 0);
+      let out = await guest(
+        'cat /etc/resolv.conf /etc/hostname; grep -c -E " /etc/(resolv.conf|hostname) " /proc/self/mountinfo',
+      );
+      assert.match(out, /^nameserver 10\.0\.2\.3$/m);
+      assert.match(out, new RegExp(`^${name}$`, 'm'));
+      assert.match(out, /^2\n$/m, 'both are bind mounts');
+      // On the disk underneath: the image's files, untouched by the boot.
+      out = await guest(
+        'mkdir /tmp/root && mount --bind / /tmp/root && cat /tmp/root/etc/resolv.conf /tmp/root/etc/hostname; umount /tmp/root',
+      );
+      assert.equal(out, 'microagent\n', 'the default image: empty resolv.conf, its own hostname');
+      // Replace both with links, as an image could ship them: one into
+      // /run, one dangling. (A mount point cannot be removed: unmount first.)
+      await guest(
+        'umount /etc/resolv.conf /etc/hostname && cd /etc && rm resolv.conf hostname && ' +
+          'ln -s /run/resolv.conf resolv.conf && ln -s /run/gone/hostname hostname && sync',
+      );
+      assert.equal((await cli(['halt', name])).code, 0);
+      assert.equal((await cli(['start', name])).code, 0);
+      out = await guest(
+        'cat /etc/resolv.conf; readlink /etc/hostname; hostname; grep -c " /etc/" /proc/self/mountinfo || true',
+      );
+      assert.match(out, /^nameserver 10\.0\.2\.3$/m, 'written through the link');
+      assert.match(out, /^\/run\/gone\/hostname$/m, 'a dangling link stays as it is');
+      assert.match(out, new RegExp(`^${name}$`, 'm'), 'the kernel hostname is set all the same');
+      assert.match(out, /^0\n$/m, 'no bind mounts over links');
+    } finally {
+      await cli(['kill', name]);
+      await cli(['delete', name]);
+    }
+  });
+
   it('fails the run, naming passt, when the network helper cannot start', async () => {
     // QEMU starts before passt: a passt that exits at once must take the
     // VM down with a clear error, and leave nothing behind.
