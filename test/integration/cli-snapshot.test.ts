@@ -55,6 +55,12 @@ describe('CLI start-up snapshot', { skip, timeout: 120_000 }, () => {
   it('is built by the set-up and used by bin/microagent', async () => {
     assert.equal(readFileSync(join(SNAPSHOT, 'root'), 'utf8'), `${PACKAGE_ROOT}\n`);
     assert.equal(readFileSync(join(SNAPSHOT, 'node'), 'utf8'), `${process.version}\n`);
+    const blob = statSync(join(SNAPSHOT, 'blob')).mtimeMs;
+    const built = statSync(join(PACKAGE_ROOT, 'dist', '.tsbuildinfo')).mtimeMs;
+    assert.ok(
+      blob > built,
+      'the snapshot is older than the last TypeScript build: run `npm run build`',
+    );
     const argv = await nodeArgvOf(join(PACKAGE_ROOT, 'bin', 'microagent'), scratch);
     assert.equal(argv[1], '--snapshot-blob', argv.join(' '));
   });
