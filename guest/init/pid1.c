@@ -555,8 +555,7 @@ static void set_hostname(void)
 	if (n < 0 || (size_t)n >= sizeof line)
 		return;
 	if (publish_file("/etc/hostname", RUN_FILES_DIR "/hostname", line, (size_t)n) != 0 &&
-	    errno != EROFS &&
-	    errno != ENOENT)
+	    errno != EROFS && errno != ENOENT)
 		log_msg("write /etc/hostname: %s", strerror(errno));
 }
 

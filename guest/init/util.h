@@ -33,6 +33,7 @@ int rewrite_file(const char *path, const void *data, size_t len, mode_t mode);
  * under TCG) and a read-only root gets it too; otherwise (missing, a
  * symbolic link) path is written as rewrite_file does. 0 or -1 (errno). */
 int publish_file(const char *path, const char *run_copy, const void *data, size_t len);
+
 /* Reads up to cap bytes until EOF; returns the count or -1. */
 ssize_t read_full(int fd, void *buf, size_t cap);
 /* Reads a small text file into buf (NUL-terminated, trailing newlines cut).

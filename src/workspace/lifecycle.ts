@@ -10,6 +10,7 @@ import { MicroagentError, toMicroagentError } from '../errors.js';
 import { execInGuest } from '../guest/exec-client.js';
 import type { ExecExit } from '../guest/protocol.js';
 import { prepareBootKernel, type BootKernel } from '../kernel/boot.js';
+import { allSettledOrThrow } from '../util/promises.js';
 import { StatePaths, type WorkspacePaths } from '../paths.js';
 import { acquireLock } from './lock.js';
 import { validateWorkspaceName } from './names.js';
@@ -117,8 +118,11 @@ export async function createWorkspace(options: CreateOptions): Promise<Workspace
   const lock = await acquireLock(ws.lock, name, 'create');
   try {
     const env = options.env ?? {};
-    const image = await resolveImage(paths, imageRef, options.imageOptions ?? {});
-    const plan = await prepareBoot(paths, ws, { name, image, env, resources, network });
+    const [image, kernel] = await allSettledOrThrow([
+      resolveImage(paths, imageRef, options.imageOptions ?? {}),
+      prepareBootKernel(paths, { autoInstall: true }),
+    ]);
+    const plan = await prepareBoot(paths, ws, { name, image, env, resources, network, kernel });
     const now = new Date().toISOString();
     let record: WorkspaceRecord = {
       v: 1,

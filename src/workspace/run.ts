@@ -10,8 +10,10 @@ import type { Readable } from 'node:stream';
 import { MicroagentError, toMicroagentError } from '../errors.js';
 import { execInGuest } from '../guest/exec-client.js';
 import { PrefetchEntrySchema, type ExecExit } from '../guest/protocol.js';
+import { prepareBootKernel } from '../kernel/boot.js';
 import { StatePaths } from '../paths.js';
 import { writeJsonAtomic } from '../util/fs.js';
+import { allSettledOrThrow } from '../util/promises.js';
 import { generateRunName, validateWorkspaceName } from './names.js';
 import { resolveResources, type Resources } from './profiles.js';
 import { appendEvent, newIdentity, writeRecord, type WorkspaceRecord } from './record.js';
@@ -134,7 +136,12 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   let record: WorkspaceRecord | undefined;
   try {
     options.onProgress?.({ phase: 'prepare', detail: 'kernel and image' });
-    const image = await resolveImage(paths, imageRef, options.imageOptions ?? {});
+    // Independent: the image's baseline and the kernel's check (each reads
+    // and hashes files) go on side by side.
+    const [image, kernel] = await allSettledOrThrow([
+      resolveImage(paths, imageRef, options.imageOptions ?? {}),
+      prepareBootKernel(paths, { autoInstall: true }),
+    ]);
     argv = commandFor(image.defaults, options.argv);
     if (argv.length === 0) {
       throw new MicroagentError('USAGE', `image ${imageRef} has no Entrypoint or Cmd`, {
@@ -152,6 +159,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       // The guest reads the program in while the handshake goes on: a cold
       // first exec otherwise waits ~20-40 ms for the disk under TCG.
       prefetch: prefetchFor(argv[0] as string),
+      kernel,
     });
     const now = new Date().toISOString();
     record = {

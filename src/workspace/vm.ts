@@ -3,7 +3,7 @@
  * plan (verified kernel, image baseline, private overlay, config disk) and
  * drives the supervisor executable to start, stop and kill its VM.
  */
-import { prepareBootKernel } from '../kernel/boot.js';
+import { prepareBootKernel, type BootKernel } from '../kernel/boot.js';
 import { BUILD, type StatePaths, type WorkspacePaths } from '../paths.js';
 import { currentProcess } from '../proc/spawn.js';
 import { createOverlay, writeConfigDisk } from '../rootfs/disks.js';
@@ -48,9 +48,11 @@ export async function prepareBoot(
     network?: NetworkSettings;
     /** The first command's program, read ahead in the guest (GuestConfig.prefetch). */
     prefetch?: string[];
+    /** The kernel, when the caller has prepared it (prepareBootKernel) already. */
+    kernel?: BootKernel;
   },
 ): Promise<BootPlan> {
-  const kernel = await prepareBootKernel(paths, { autoInstall: true });
+  const kernel = options.kernel ?? (await prepareBootKernel(paths, { autoInstall: true }));
   const image = options.image;
   await Promise.all([
     createOverlay(image.baseline, ws.disk),
