@@ -130,6 +130,9 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   }
   let started = false;
   let monitorDone: Promise<unknown> | undefined;
+  // The monitor is in this process: kill it directly, not through ctl.sock.
+  let killInProcess: (() => Promise<void>) | undefined;
+  const kill = (): Promise<void> => (killInProcess ? killInProcess() : killVm(ws, identity));
   let argv: string[] = options.argv;
   let cwd: string | undefined;
   let plan: BootPlan | undefined;
@@ -194,6 +197,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     });
     started = true;
     monitorDone = vm.monitorDone;
+    killInProcess = vm.kill;
     options.onProgress?.({
       phase: 'boot',
       workspace: name,
@@ -243,7 +247,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     // (a guest that does not stop in time is killed). A throwaway one is
     // discarded with its disk, so a hard stop is safe and saves the guest's
     // shutdown.
-    if (!keep || (await stopVm(ws, identity, 5000)).timedOut) await killVm(ws, identity);
+    if (!keep || (await stopVm(ws, identity, 5000)).timedOut) await kill();
     started = false;
     await settled(monitorDone);
     await recorded;
@@ -289,7 +293,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     };
   } catch (err) {
     const error = toMicroagentError(err);
-    if (started) await killVm(ws, identity).catch(() => undefined);
+    if (started) await kill().catch(() => undefined);
     await settled(monitorDone);
     if (keep && record) {
       const at = new Date().toISOString();

@@ -120,6 +120,11 @@ export interface StartedVm {
    * (the VM is gone and its sockets are closed).
    */
   monitorDone?: Promise<number>;
+  /**
+   * With inProcess: killVm without the round trip through ctl.sock to a
+   * monitor in the same process.
+   */
+  kill?: () => Promise<void>;
 }
 
 export interface StartOptions {
@@ -220,6 +225,7 @@ export async function startVm(
       monitorPid: result.monitorPid,
       qemuPid: result.qemuPid,
       monitorDone: monitor.done,
+      kill: () => monitor.killAndWait(),
     };
   }
   const response = await dispatch(request, 30_000);

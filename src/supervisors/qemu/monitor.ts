@@ -509,11 +509,11 @@ export class Monitor {
 
   private async stopPasst(): Promise<void> {
     // Both normally exit by themselves on QEMU's EOF; bounded, then SIGKILL.
-    const guard = this.netGuard;
-    if (guard?.pid !== undefined) await stopProcessGroup(guard, 1000).catch(() => undefined);
-    const passt = this.passt;
-    if (!passt || passt.pid === undefined) return;
-    await stopProcessGroup(passt, 1000).catch(() => undefined);
+    await Promise.all(
+      [this.netGuard, this.passt].map((h) =>
+        h?.pid !== undefined ? stopProcessGroup(h, 1000).catch(() => undefined) : undefined,
+      ),
+    );
   }
 
   private armDeadline(at: number): void {
@@ -536,6 +536,22 @@ export class Monitor {
     if (this.exited || this.qemu?.pid === undefined) return;
     this.killReason ??= reason;
     signalGroup(this.qemu.pid, 'SIGKILL');
+    // The network helpers would end on QEMU's EOF once it is gone (~10 ms);
+    // told now, they end while it dies, and onQemuExit finds them gone.
+    for (const h of [this.netGuard, this.passt]) {
+      if (h?.pid !== undefined && h.exitCode === null && h.signalCode === null)
+        signalGroup(h.pid, 'SIGTERM');
+    }
+  }
+
+  /**
+   * Kills the VM and waits (bounded) until it is gone and monitor.json says
+   * so: ctl.sock's `kill`, and the teardown of a `run` hosting this monitor.
+   */
+  async killAndWait(): Promise<void> {
+    this.log('kill requested');
+    this.kill('killed');
+    await this.waitExit(10_000);
   }
 
   private listen(path: string, onConn: (s: Socket) => void, allowHalfOpen: boolean): Promise<void> {
@@ -776,9 +792,7 @@ export class Monitor {
         return ok(timedOut ? { timedOut } : {});
       }
       case 'kill':
-        this.log('kill requested');
-        this.kill('killed');
-        await this.waitExit(10_000);
+        await this.killAndWait();
         return ok();
       case 'stop': {
         if (this.exited) return ok();
