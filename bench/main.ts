@@ -24,8 +24,10 @@ const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 5);
 /**
  * Boots vary by ±0.3 s here (docs/benchmarks.md): the boot benchmark takes
  * more samples, an even number so that each side goes first equally often.
+ * With 20 the ratio of the medians still swung by ±0.05 between runs of
+ * the same build; 40 halves its variance.
  */
-const BOOT_ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 20);
+const BOOT_ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 40);
 const STATE_DIR =
   process.env.MICROAGENT_BENCH_STATE_DIR ?? join(PACKAGE_ROOT, '.local', 'bench-state');
 /**
