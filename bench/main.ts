@@ -31,8 +31,8 @@ const BOOT_ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 40);
 const STATE_DIR =
   process.env.MICROAGENT_BENCH_STATE_DIR ?? join(PACKAGE_ROOT, '.local', 'bench-state');
 /**
- * The command a user types: the bin/ wrapper, with the compile cache it sets
- * up (each start-up reads the cache instead of compiling the CLI again).
+ * The command a user types: the bin/ wrapper, which starts the CLI from its
+ * start-up snapshot (or, without one, with the compile cache it sets up).
  */
 const CLI = join(PACKAGE_ROOT, 'bin', 'microagent');
 

@@ -108,8 +108,8 @@ int exec_spawn_as(const char *const *argv, char *const *envp, const char *path, 
 
 /* A child of PID 1 that must finish before any command starts (the network
  * set-up, when the NIC was not ready for PID 1 to do it); 0 when there is
- * none. The
- * spawn functions wait for it; whoever reaps it first must clear it. */
+ * none. The spawn functions wait for it; whoever reaps it first must clear
+ * it. */
 extern pid_t exec_setup_pid;
 
 /*

@@ -10,7 +10,6 @@ import { MicroagentError, toMicroagentError } from '../errors.js';
 import { execInGuest } from '../guest/exec-client.js';
 import type { ExecExit } from '../guest/protocol.js';
 import { prepareBootKernel, type BootKernel } from '../kernel/boot.js';
-import { allSettledOrThrow } from '../util/promises.js';
 import { StatePaths, type WorkspacePaths } from '../paths.js';
 import { acquireLock } from './lock.js';
 import { validateWorkspaceName } from './names.js';
@@ -35,6 +34,7 @@ import {
   killVm,
   pauseVm,
   prepareBoot,
+  resolveImageAndKernel,
   resumeVm,
   startVm,
   stopVm,
@@ -42,7 +42,7 @@ import {
   writeBootConfig,
 } from './vm.js';
 import { checkPublishedPorts, networkOf, resolveNetwork, type NetworkOptions } from './network.js';
-import { execUserFor, resolveImage, type ResolveImageOptions } from './image.js';
+import { execUserFor, type ResolveImageOptions } from './image.js';
 
 export const DEFAULT_BOOT_TIMEOUT_MS = 60_000;
 /** stop gives the guest this long, then reports failed (no escalation). */
@@ -118,10 +118,11 @@ export async function createWorkspace(options: CreateOptions): Promise<Workspace
   const lock = await acquireLock(ws.lock, name, 'create');
   try {
     const env = options.env ?? {};
-    const [image, kernel] = await allSettledOrThrow([
-      resolveImage(paths, imageRef, options.imageOptions ?? {}),
-      prepareBootKernel(paths, { autoInstall: true }),
-    ]);
+    const { image, kernel } = await resolveImageAndKernel(
+      paths,
+      imageRef,
+      options.imageOptions ?? {},
+    );
     const plan = await prepareBoot(paths, ws, { name, image, env, resources, network, kernel });
     const now = new Date().toISOString();
     let record: WorkspaceRecord = {

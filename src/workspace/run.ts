@@ -10,24 +10,23 @@ import type { Readable } from 'node:stream';
 import { MicroagentError, toMicroagentError } from '../errors.js';
 import { execInGuest } from '../guest/exec-client.js';
 import { PrefetchEntrySchema, type ExecExit } from '../guest/protocol.js';
-import { prepareBootKernel } from '../kernel/boot.js';
 import { StatePaths } from '../paths.js';
 import { writeJsonAtomic } from '../util/fs.js';
-import { allSettledOrThrow } from '../util/promises.js';
 import { generateRunName, validateWorkspaceName } from './names.js';
 import { resolveResources, type Resources } from './profiles.js';
 import { appendEvent, newIdentity, writeRecord, type WorkspaceRecord } from './record.js';
 import { claimWorkspaceDir } from './store.js';
 import { startJanitor, type Janitor } from './janitor.js';
-import { prepareBoot, startVm, stopVm, killVm, type BootPlan } from './vm.js';
-import { checkPublishedPorts, resolveNetwork, type NetworkOptions } from './network.js';
 import {
-  commandFor,
-  DEFAULT_IMAGE,
-  execUserFor,
-  resolveImage,
-  type ResolveImageOptions,
-} from './image.js';
+  prepareBoot,
+  resolveImageAndKernel,
+  startVm,
+  stopVm,
+  killVm,
+  type BootPlan,
+} from './vm.js';
+import { checkPublishedPorts, resolveNetwork, type NetworkOptions } from './network.js';
+import { commandFor, DEFAULT_IMAGE, execUserFor, type ResolveImageOptions } from './image.js';
 
 export interface RunOptions {
   stateDir?: string;
@@ -139,12 +138,11 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   let record: WorkspaceRecord | undefined;
   try {
     options.onProgress?.({ phase: 'prepare', detail: 'kernel and image' });
-    // Independent: the image's baseline and the kernel's check (each reads
-    // and hashes files) go on side by side.
-    const [image, kernel] = await allSettledOrThrow([
-      resolveImage(paths, imageRef, options.imageOptions ?? {}),
-      prepareBootKernel(paths, { autoInstall: true }),
-    ]);
+    const { image, kernel } = await resolveImageAndKernel(
+      paths,
+      imageRef,
+      options.imageOptions ?? {},
+    );
     argv = commandFor(image.defaults, options.argv);
     if (argv.length === 0) {
       throw new MicroagentError('USAGE', `image ${imageRef} has no Entrypoint or Cmd`, {

@@ -7,6 +7,7 @@ import { prepareBootKernel, type BootKernel } from '../kernel/boot.js';
 import { BUILD, type StatePaths, type WorkspacePaths } from '../paths.js';
 import { currentProcess } from '../proc/spawn.js';
 import { createOverlay, writeConfigDisk } from '../rootfs/disks.js';
+import { allSettledOrThrow } from '../util/promises.js';
 import { callSupervisor } from '../vmkit/client.js';
 import {
   StartResultSchema,
@@ -20,7 +21,7 @@ import { errorFromJSON } from '../errors.js';
 import { hostnameFor } from './names.js';
 import { guestNetworkConfig, vmNetwork, type NetworkSettings } from './network.js';
 import type { Resources } from './profiles.js';
-import type { ResolvedImage } from './image.js';
+import { resolveImage, type ResolvedImage, type ResolveImageOptions } from './image.js';
 import type { Identity, WorkspaceRecord } from './record.js';
 
 export interface BootPlan {
@@ -31,6 +32,24 @@ export interface BootPlan {
   resources: Resources;
   /** Absent: no NIC. */
   network?: NetworkSettings;
+}
+
+/**
+ * The image's baseline and the kernel (checked against its manifest;
+ * installed on first use) for a new workspace. The two are independent and
+ * each reads and hashes files, so they go on side by side; a failure is
+ * reported once both have settled, so nothing is left running.
+ */
+export async function resolveImageAndKernel(
+  paths: StatePaths,
+  ref: string,
+  imageOptions: ResolveImageOptions,
+): Promise<{ image: ResolvedImage; kernel: BootKernel }> {
+  const [image, kernel] = await allSettledOrThrow([
+    resolveImage(paths, ref, imageOptions),
+    prepareBootKernel(paths, { autoInstall: true }),
+  ]);
+  return { image, kernel };
 }
 
 /**
@@ -48,12 +67,11 @@ export async function prepareBoot(
     network?: NetworkSettings;
     /** The first command's program, read ahead in the guest (GuestConfig.prefetch). */
     prefetch?: string[];
-    /** The kernel, when the caller has prepared it (prepareBootKernel) already. */
-    kernel?: BootKernel;
+    /** The checked kernel (resolveImageAndKernel). */
+    kernel: BootKernel;
   },
 ): Promise<BootPlan> {
-  const kernel = options.kernel ?? (await prepareBootKernel(paths, { autoInstall: true }));
-  const image = options.image;
+  const { image, kernel } = options;
   await Promise.all([
     createOverlay(image.baseline, ws.disk),
     writeBootConfig(

@@ -30,8 +30,14 @@ import {
   type ExecExit,
 } from '../../src/guest/protocol.js';
 import { BUILD, StatePaths, type WorkspacePaths } from '../../src/paths.js';
-import { killVm, prepareBoot, startVm, stopVm } from '../../src/workspace/vm.js';
-import { DEFAULT_IMAGE, resolveImage } from '../../src/workspace/image.js';
+import {
+  killVm,
+  prepareBoot,
+  resolveImageAndKernel,
+  startVm,
+  stopVm,
+} from '../../src/workspace/vm.js';
+import { DEFAULT_IMAGE } from '../../src/workspace/image.js';
 import { resolveResources } from '../../src/workspace/profiles.js';
 import type { Identity } from '../../src/workspace/record.js';
 import { E2E_STATE_DIR } from '../helpers.js';
@@ -69,7 +75,7 @@ describe('guest services on a real VM', { skip, timeout: 600_000 }, () => {
     };
     const plan = await prepareBoot(paths, ws, {
       name,
-      image: await resolveImage(paths, DEFAULT_IMAGE),
+      ...(await resolveImageAndKernel(paths, DEFAULT_IMAGE, {})),
       env: {},
       resources: resolveResources({}),
     });
