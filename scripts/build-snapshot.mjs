@@ -87,6 +87,11 @@ try {
       'import.meta.url': JSON.stringify(pathToFileURL(join(root, 'dist', 'src', 'paths.js')).href),
     },
     logLevel: 'error',
+    // Whitespace and syntax only (names stay, for readable stack traces):
+    // the script's source is kept in the heap, and a 2 MiB smaller blob
+    // starts ~4 ms sooner.
+    minifyWhitespace: true,
+    minifySyntax: true,
   });
   // A dynamic import() cannot load in a process started from a snapshot
   // (Node gives it no loader): every import must be static for esbuild to

@@ -115,6 +115,11 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   const ws = await claimWorkspaceDir(paths, name);
   const identity = newIdentity(name, options.labels);
   const keep = options.keep === true;
+  options.onProgress?.({ phase: 'prepare', detail: 'kernel and image' });
+  // Reading and hashing the image and the kernel goes on in the thread
+  // pool while the janitor is spawned (a synchronous few ms).
+  const resolving = resolveImageAndKernel(paths, imageRef, options.imageOptions ?? {});
+  resolving.catch(() => {}); // awaited below, or before the folder goes
   // The VM's monitor lives in this process (one Node start-up less before
   // QEMU) and dies with it, taking the VM along; if that happens before
   // the throwaway folder is deleted, the janitor deletes it.
@@ -123,6 +128,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     try {
       janitor = await startJanitor(ws.dir);
     } catch (err) {
+      await resolving.catch(() => undefined);
       await rm(ws.dir, { recursive: true, force: true });
       throw err;
     }
@@ -136,13 +142,10 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   let cwd: string | undefined;
   let plan: BootPlan | undefined;
   let record: WorkspaceRecord | undefined;
+  // The record's writes, in order (starting, running).
+  let recorded: Promise<void> = Promise.resolve();
   try {
-    options.onProgress?.({ phase: 'prepare', detail: 'kernel and image' });
-    const { image, kernel } = await resolveImageAndKernel(
-      paths,
-      imageRef,
-      options.imageOptions ?? {},
-    );
+    const { image, kernel } = await resolving;
     argv = commandFor(image.defaults, options.argv);
     if (argv.length === 0) {
       throw new MicroagentError('USAGE', `image ${imageRef} has no Entrypoint or Cmd`, {
@@ -178,8 +181,11 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       network,
     };
     const created = record;
-    await writeRecord(ws, created);
-    await appendEvent(ws, { at: now, state: 'starting', identity });
+    // Written while the VM starts (nothing on that path reads it).
+    recorded = writeRecord(ws, created).then(() =>
+      appendEvent(ws, { at: now, state: 'starting', identity }),
+    );
+    recorded.catch(() => {}); // awaited once the VM has started, or on failure
     const tPrepared = performance.now();
 
     const vm = await startVm(paths, ws, plan, {
@@ -203,8 +209,8 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       accelReason: vm.accelReason,
     });
 
+    await recorded;
     let tReady = 0;
-    let recorded: Promise<void> = Promise.resolve();
     const exit = await execInGuest(
       ws.agentSocket,
       {
@@ -230,6 +236,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
               appendEvent(ws, { at, state: 'running', identity }),
             ),
           );
+          recorded.catch(() => {}); // awaited after the command
           options.onProgress?.({
             phase: 'ready',
             workspace: name,
@@ -293,6 +300,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     const error = toMicroagentError(err);
     if (started) await kill().catch(() => undefined);
     await settled(monitorDone);
+    await recorded.catch(() => undefined);
     if (keep && record) {
       const at = new Date().toISOString();
       const detail = error.message.split('\n')[0] ?? error.message;

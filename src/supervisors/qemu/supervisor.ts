@@ -19,6 +19,7 @@ import { BUILD, MAX_SOCKET_PATH } from '../../paths.js';
 import { isAlive, processAlive, signalGroup, sleep, spawnDetached } from '../../proc/spawn.js';
 import { writeJsonAtomic } from '../../util/fs.js';
 import { requireBuiltHelper } from '../../util/helpers.js';
+import { allSettledOrThrow } from '../../util/promises.js';
 import {
   SupervisorExit,
   SupervisorRequestSchema,
@@ -321,17 +322,22 @@ async function planStart(req: StartRequest): Promise<PlannedStart> {
       );
     }
   }
-  await mustExist(c.kernel.path, 'kernel');
-  if (c.kernel.initramfs !== undefined) await mustExist(c.kernel.initramfs, 'initramfs');
-  for (const d of c.disks) await mustExist(d.path, `disk ${d.serial}`);
   const serials = new Set(c.disks.map((d) => d.serial));
   if (serials.size !== c.disks.length)
     throw new MicroagentError('INVALID_ARGUMENT', 'two disks have the same serial');
-  const qemuBinary = await resolveProgram(
-    c.qemuBinary ?? process.env.MICROAGENT_QEMU ?? 'qemu-system-x86_64',
-  );
-  const net = await planNetwork(c.network);
-  await requireBuiltHelper(BUILD.vmmExec);
+  // Independent checks of the host, side by side (each is a round trip to
+  // the file system, and this is on the way to QEMU's start); the first
+  // failure in this order is the one reported.
+  const [, qemuBinary, net] = await allSettledOrThrow([
+    allSettledOrThrow([
+      mustExist(c.kernel.path, 'kernel'),
+      ...(c.kernel.initramfs !== undefined ? [mustExist(c.kernel.initramfs, 'initramfs')] : []),
+      ...c.disks.map((d) => mustExist(d.path, `disk ${d.serial}`)),
+    ]),
+    resolveProgram(c.qemuBinary ?? process.env.MICROAGENT_QEMU ?? 'qemu-system-x86_64'),
+    planNetwork(c.network),
+    requireBuiltHelper(BUILD.vmmExec),
+  ]);
 
   await mkdir(c.workspaceDir, { recursive: true, mode: 0o700 });
   await mkdir(c.runtimeDir, { recursive: true, mode: 0o700 });
@@ -343,9 +349,11 @@ async function planStart(req: StartRequest): Promise<PlannedStart> {
     );
   }
   // One runtime folder = one boot: clear the previous boot's files.
-  for (const f of Object.values(files)) {
-    if (f !== files.dir) await unlink(f).catch(() => {});
-  }
+  await Promise.all(
+    Object.values(files)
+      .filter((f) => f !== files.dir)
+      .map((f) => unlink(f).catch(() => {})),
+  );
 
   let accel;
   try {
