@@ -14,6 +14,12 @@ export interface ConnectAgentOptions {
   /** Bound on connect + waiting for the guest to be ready + OPEN. Default 60 s. */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /**
+   * The first bytes for the guest service, sent behind the CONNECT line:
+   * the monitor forwards them right behind its OPEN, a channel round trip
+   * sooner than a write after `OK`. Lost if the stream is refused.
+   */
+  early?: Uint8Array;
 }
 
 const MAX_REPLY_LINE = 4096;
@@ -137,7 +143,12 @@ export async function connectAgent(
     sock.on('readable', onReadable);
     sock.on('error', onError);
     sock.on('close', onClose);
-    sock.once('connect', () => sock.write(`CONNECT ${port}\n`));
+    sock.once('connect', () => {
+      const line = Buffer.from(`CONNECT ${port}\n`);
+      // One write, so that the early bytes usually reach the monitor in the
+      // same read as the line.
+      sock.write(options.early ? Buffer.concat([line, options.early]) : line);
+    });
   });
 }
 

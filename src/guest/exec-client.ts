@@ -102,9 +102,12 @@ export async function startExec(
     v: PROTOCOL_VERSION,
     stdin: wantStdin,
   });
+  // The request travels with CONNECT: the guest starts the command as the
+  // stream opens instead of a channel round trip later.
   const sock = await connectAgent(agentSock, GuestPort.EXEC, {
     ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
+    early: encodeExecJson(req),
   });
   const session = new ExecSession(sock, agentSock, req, options);
   const exit = session.run();
@@ -144,7 +147,6 @@ class ExecSession {
     sock.on('data', (chunk: Buffer) => this.onData(chunk));
     sock.on('close', () => void this.onClosed());
     sock.on('end', () => void this.onClosed());
-    sock.write(encodeExecJson(this.req));
     if (options.signal) {
       if (options.signal.aborted) this.onAbort();
       else options.signal.addEventListener('abort', this.onAbort, { once: true });

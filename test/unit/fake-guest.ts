@@ -117,6 +117,11 @@ export interface FakeGuestOptions {
   services?: Record<number, (s: GuestStream) => void>;
   /** Act as an init from before HELLO carried `window` (a 128 KiB window). */
   legacyWindow?: boolean;
+  /**
+   * Hold every OPEN_OK until releaseOpenOks() (the service runs at once;
+   * use one that sends nothing before it).
+   */
+  holdOpenOk?: boolean;
 }
 
 export class FakeGuest extends EventEmitter {
@@ -131,6 +136,7 @@ export class FakeGuest extends EventEmitter {
   private readonly services: Record<number, (s: GuestStream) => void>;
   /** Sink streams' pending (unconsumed) byte counts. */
   readonly sinks: GuestStream[] = [];
+  private readonly heldOpenOks: number[] = [];
 
   constructor(
     readonly socket: Duplex,
@@ -158,6 +164,11 @@ export class FakeGuest extends EventEmitter {
       ? { v: 1, init: 'fake-0', bootMs: 42 }
       : { v: 1, init: 'fake-0', bootMs: 42, window: MUX_WINDOW };
     this.send(0, FrameType.HELLO, Buffer.from(JSON.stringify(hello)));
+  }
+
+  /** Sends the OPEN_OKs held back by holdOpenOk. */
+  releaseOpenOks(): void {
+    for (const id of this.heldOpenOks.splice(0)) this.send(id, FrameType.OPEN_OK);
   }
 
   sendResult(result: ExecExit): void {
@@ -194,6 +205,10 @@ export class FakeGuest extends EventEmitter {
   private onFrame(f: Frame): void {
     if (f.type !== FrameType.HELLO && this.hostHello === undefined)
       this.violations.push(`frame ${f.type} before host HELLO`);
+    // Like the init: a frame for an id that was opened and then refused or
+    // reset is ignored below; one for an id never opened is an error.
+    if (f.stream !== 0 && f.type !== FrameType.OPEN && !this.seen.has(f.stream))
+      this.violations.push(`frame ${f.type} on stream ${f.stream} that was never opened`);
     switch (f.type) {
       case FrameType.HELLO:
         this.hostHello = JSON.parse(f.payload.toString());
@@ -223,7 +238,8 @@ export class FakeGuest extends EventEmitter {
         this.streams.set(f.stream, s);
         this.openCount++;
         this.maxConcurrent = Math.max(this.maxConcurrent, this.streams.size);
-        this.send(f.stream, FrameType.OPEN_OK);
+        if (this.options.holdOpenOk) this.heldOpenOks.push(f.stream);
+        else this.send(f.stream, FrameType.OPEN_OK);
         service(s);
         this.emit('open', s);
         return;

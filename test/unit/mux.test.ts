@@ -231,6 +231,55 @@ describe('mux streams', () => {
     assert.equal(s.id, 2);
   });
 
+  it('sends early bytes right behind OPEN, before the OPEN_OK', async () => {
+    const { mux, guest } = await pair({ holdOpenOk: true });
+    const early = Buffer.from('an exec request');
+    let resolved = false;
+    const opening = mux.openStream(8, early).then((s) => {
+      resolved = true;
+      return s;
+    });
+    await waitFor(() => guest.streams.get(1)?.received === early.length);
+    assert.equal(resolved, false, 'the guest had the bytes before its OPEN_OK went out');
+    guest.releaseOpenOks();
+    const s = await opening;
+    assert.equal(s.id, 1);
+    assert.equal(s.pendingBytes, 0);
+    assert.deepEqual(guest.violations, []);
+  });
+
+  it('drops the early bytes of a refused stream (the guest ignores them)', async () => {
+    const { mux, guest } = await pair();
+    await assert.rejects(mux.openStream(99, Buffer.from('lost')), (e: MicroagentError) => {
+      assert.equal(e.code, 'GUEST_CHANNEL_UNAVAILABLE');
+      return true;
+    });
+    const s = await mux.openStream(7);
+    const back = collect(s);
+    s.write(Buffer.from('next'));
+    s.end();
+    assert.equal((await back).toString(), 'next');
+    assert.deepEqual(guest.violations, []);
+  });
+
+  it('holds the early bytes of an open that waits for a free slot until its OPEN', async () => {
+    const { mux, guest } = await pair();
+    const first = await Promise.all(Array.from({ length: 64 }, () => mux.openStream(7)));
+    let resolved = false;
+    const waiting = mux.openStream(8, Buffer.from('queued')).then((s) => {
+      resolved = true;
+      return s;
+    });
+    await settle();
+    assert.equal(resolved, false);
+    assert.equal(guest.openCount, 64);
+    first[0]!.reset('make room');
+    const s = await waiting;
+    assert.equal(s.id, 65);
+    await waitFor(() => guest.streams.get(65)?.received === 6);
+    assert.deepEqual(guest.violations, [], 'no DATA went out before its OPEN');
+  });
+
   it('surfaces a guest RESET as a reset event and ignores frames that cross it', async () => {
     let gs: GuestStream | undefined;
     const { mux, guest } = await pair({ services: { 9: (s) => (gs = s) } });

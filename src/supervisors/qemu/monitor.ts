@@ -704,17 +704,20 @@ export class Monitor {
       throw this.exited
         ? this.exitError()
         : new MicroagentError('GUEST_CHANNEL_UNAVAILABLE', 'the guest channel is closed');
-    const stream = await mux.openStream(port);
+    // What the client sent behind its CONNECT line (an exec request, say)
+    // follows OPEN at once: the guest acts on it a channel round trip
+    // sooner (~10 ms under TCG).
+    const stream = await mux.openStream(port, leftover);
     if (sock.destroyed) {
       stream.reset('the host client went away');
       return;
     }
     sock.write(`OK ${stream.id}\n`);
-    this.bridge(sock, stream, leftover);
+    this.bridge(sock, stream);
   }
 
   /** Pipes a client socket and a mux stream both ways, with backpressure. */
-  private bridge(sock: Socket, stream: MuxStream, leftover: Buffer): void {
+  private bridge(sock: Socket, stream: MuxStream): void {
     stream.on('data', (chunk: Buffer, consumed: () => void) => {
       if (sock.destroyed || !sock.writable) return consumed();
       sock.write(chunk, () => consumed());
@@ -727,7 +730,7 @@ export class Monitor {
     stream.on('drain', () => sock.resume());
     sock.on('end', () => stream.end());
     sock.on('close', () => stream.reset('the host client closed the connection'));
-    if (leftover.length > 0 && !stream.write(leftover)) return; // 'drain' resumes
+    if (stream.needsDrain) return; // the early bytes are still queued: 'drain' resumes
     sock.resume();
   }
 

@@ -53,6 +53,8 @@ type StreamState = 'opening' | 'open' | 'closed';
  */
 export class MuxStream extends EventEmitter {
   private state: StreamState = 'opening';
+  /** OPEN has gone out (a stream may wait for a free slot first). */
+  private openSent = false;
   /** Bytes we may still send (the guest's window for us). */
   private sendCredit: number;
   /** Bytes the guest may still send us without a CREDIT from us. */
@@ -115,12 +117,23 @@ export class MuxStream extends EventEmitter {
     this.terminate(reason, false);
   }
 
+  /** A write returned false and 'drain' has not been emitted yet. */
+  get needsDrain(): boolean {
+    return this.needDrain;
+  }
+
   /** Bytes queued here waiting for credit. */
   get pendingBytes(): number {
     return this.queued;
   }
 
   // ---- called by the Mux ----------------------------------------------------
+
+  /** @internal OPEN is on the wire: queued data may follow it. */
+  onOpenSent(): void {
+    this.openSent = true;
+    this.flush();
+  }
 
   /** @internal */
   onOpened(): void {
@@ -232,7 +245,9 @@ export class MuxStream extends EventEmitter {
   }
 
   private flush(): void {
-    if (this.state !== 'open') return;
+    // Data may follow OPEN before OPEN_OK: the window is granted at OPEN,
+    // and the guest ignores what crosses its RESET of a refused stream.
+    if (this.state === 'closed' || !this.openSent) return;
     while (this.queued > 0 && this.sendCredit > 0) {
       const head = this.queue[0]!;
       const n = Math.min(head.length, this.sendCredit, MUX_MAX_DATA);
@@ -333,9 +348,12 @@ export class Mux extends EventEmitter {
   /**
    * Opens a stream to a guest port. Resolves once the guest answered
    * OPEN_OK; rejects with GUEST_CHANNEL_UNAVAILABLE carrying the guest's
-   * RESET reason (data.reason) or the channel's death reason.
+   * RESET reason (data.reason) or the channel's death reason. `early`
+   * bytes go out right behind OPEN instead of a round trip later (a
+   * request the guest can act on at once); they are lost if the guest
+   * refuses the stream.
    */
-  async openStream(port: number): Promise<MuxStream> {
+  async openStream(port: number, early?: Uint8Array): Promise<MuxStream> {
     if (!Number.isInteger(port) || port < 0 || port > 0xffffffff)
       throw new RangeError(`bad port ${port}`);
     await this.ready();
@@ -346,6 +364,7 @@ export class Mux extends EventEmitter {
       port,
       this.guestHello?.window ?? LEGACY_MUX_WINDOW,
     );
+    if (early !== undefined && early.length > 0) stream.write(early);
     return new Promise((resolve, reject) => {
       const pending: PendingOpen = { stream, resolve, reject };
       if (this.streams.size >= MUX_MAX_STREAMS) this.waitingOpens.push(pending);
@@ -451,6 +470,7 @@ export class Mux extends EventEmitter {
     this.streams.set(p.stream.id, p.stream);
     this.opening.set(p.stream.id, p);
     this.sendFrame(p.stream.id, FrameType.OPEN, u32(p.stream.port));
+    p.stream.onOpenSent();
   }
 
   private onBytes(chunk: Buffer): void {
