@@ -112,10 +112,12 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
   await checkPublishedPorts(network); // PORT_IN_USE before anything is prepared or booted
   const paths = new StatePaths(options.stateDir);
   const name = options.name === undefined ? generateRunName() : validateWorkspaceName(options.name);
+  // Before the claim: from there on a throwing callback must not leave the
+  // folder behind.
+  options.onProgress?.({ phase: 'prepare', detail: 'kernel and image' });
   const ws = await claimWorkspaceDir(paths, name);
   const identity = newIdentity(name, options.labels);
   const keep = options.keep === true;
-  options.onProgress?.({ phase: 'prepare', detail: 'kernel and image' });
   // Reading and hashing the image and the kernel goes on in the thread
   // pool while the janitor is spawned (a synchronous few ms).
   const resolving = resolveImageAndKernel(paths, imageRef, options.imageOptions ?? {});
