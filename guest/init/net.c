@@ -92,7 +92,7 @@ static void write_resolv_conf(const struct guest_net *n)
 	/* A dangling link into a resolver's runtime directory, or a link or
 	 * a missing file on a read-only root: DNS is then the image's own
 	 * business. */
-	if (publish_file(RESOLV_CONF, RUN_FILES_DIR "/resolv.conf", text, (size_t)len) != 0 &&
+	if (publish_file(RESOLV_CONF, text, (size_t)len) != 0 &&
 	    errno != EROFS)
 		log_msg("write %s: %s", RESOLV_CONF, strerror(errno));
 }

@@ -554,7 +554,7 @@ static void set_hostname(void)
 	int n = snprintf(line, sizeof line, "%s\n", config.hostname);
 	if (n < 0 || (size_t)n >= sizeof line)
 		return;
-	if (publish_file("/etc/hostname", RUN_FILES_DIR "/hostname", line, (size_t)n) != 0 &&
+	if (publish_file("/etc/hostname", line, (size_t)n) != 0 &&
 	    errno != EROFS && errno != ENOENT)
 		log_msg("write /etc/hostname: %s", strerror(errno));
 }

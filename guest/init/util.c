@@ -60,10 +60,14 @@ int rewrite_file(const char *path, const void *data, size_t len, mode_t mode)
 	return rc;
 }
 
-int publish_file(const char *path, const char *run_copy, const void *data, size_t len)
+int publish_file(const char *path, const void *data, size_t len)
 {
 	struct stat st;
-	if (lstat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+	const char *base = strrchr(path, '/');
+	char run_copy[256];
+	if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+	    snprintf(run_copy, sizeof run_copy, "%s/%s", RUN_FILES_DIR, base ? base + 1 : path) <
+		    (int)sizeof run_copy) {
 		if (mkdir(RUN_FILES_DIR, 0755) != 0 && errno != EEXIST)
 			log_msg("mkdir %s: %s", RUN_FILES_DIR, strerror(errno));
 		else if (rewrite_file(run_copy, data, len, 0644) != 0)

@@ -28,11 +28,11 @@ int rewrite_file(const char *path, const void *data, size_t len, mode_t mode);
 #define RUN_FILES_DIR "/run/microagent-etc"
 
 /* Gives path (a per-boot file such as /etc/resolv.conf) the content data:
- * when path is a regular file, a copy on RUN_FILES_DIR (run_copy) is bind-
+ * when path is a regular file, a copy on RUN_FILES_DIR (same base name) is bind-
  * mounted over it, so the boot writes nothing to the root disk (~10 ms
  * under TCG) and a read-only root gets it too; otherwise (missing, a
  * symbolic link) path is written as rewrite_file does. 0 or -1 (errno). */
-int publish_file(const char *path, const char *run_copy, const void *data, size_t len);
+int publish_file(const char *path, const void *data, size_t len);
 
 /* Reads up to cap bytes until EOF; returns the count or -1. */
 ssize_t read_full(int fd, void *buf, size_t cap);

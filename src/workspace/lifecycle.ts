@@ -123,7 +123,7 @@ export async function createWorkspace(options: CreateOptions): Promise<Workspace
       imageRef,
       options.imageOptions ?? {},
     );
-    const plan = await prepareBoot(paths, ws, { name, image, env, resources, network, kernel });
+    const plan = await prepareBoot(ws, { name, image, env, resources, network, kernel });
     const now = new Date().toISOString();
     let record: WorkspaceRecord = {
       v: 1,

@@ -156,7 +156,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
     }
     cwd = options.cwd ?? image.defaults.workingDir;
     const user = execUserFor(image.defaults, options.user);
-    plan = await prepareBoot(paths, ws, {
+    plan = await prepareBoot(ws, {
       name,
       image,
       env: options.env ?? {},

@@ -53,11 +53,11 @@ export async function resolveImageAndKernel(
 }
 
 /**
- * Verifies the kernel, and writes the workspace's disks: a private
- * copy-on-write overlay on the image baseline and the per-boot config disk.
+ * Writes the workspace's disks (a private copy-on-write overlay on the image
+ * baseline and the per-boot config disk) and the plan to boot them with the
+ * kernel that resolveImageAndKernel checked.
  */
 export async function prepareBoot(
-  paths: StatePaths,
   ws: WorkspacePaths,
   options: {
     name: string;

@@ -84,7 +84,7 @@ describe('exec as a user on a real VM', { skip, timeout: 600_000 }, () => {
       backend: 'qemu',
       labels: {},
     };
-    const plan = await prepareBoot(paths, ws, {
+    const plan = await prepareBoot(ws, {
       name,
       ...(await resolveImageAndKernel(paths, DEFAULT_IMAGE, {})),
       env: {},
