@@ -1,5 +1,5 @@
-# C build: the static guest init and the host-side helpers (VMM exec, network guard,
-# workspace janitor).
+# C build: the static guest init and the host-side helpers (VMM exec, network
+# stack, workspace janitor).
 # Warnings are errors; `make test-c` runs the guest init's unit tests.
 CC ?= gcc
 CFLAGS ?= -std=gnu11 -O2 -Wall -Wextra -Werror -Wno-unused-parameter -D_GNU_SOURCE
@@ -10,7 +10,7 @@ INIT_SRCS = $(wildcard guest/init/*.c)
 INIT_LIB_SRCS = $(filter-out guest/init/main.c guest/init/test_%.c,$(INIT_SRCS))
 INIT_HDRS = $(wildcard guest/init/*.h)
 
-all: $(B)/microagent-init $(B)/vmm-exec $(B)/net-guard $(B)/janitor
+all: $(B)/microagent-init $(B)/vmm-exec $(B)/netstack $(B)/janitor
 
 $(B):
 	mkdir -p $(B)
@@ -27,8 +27,10 @@ $(B)/janitor: native/janitor.c | $(B)
 	$(CC) $(CFLAGS) $(LDFLAGS_STATIC) -o $@ $<
 	strip $@
 
-$(B)/net-guard: native/net-guard.c native/net-filter.c native/net-filter.h | $(B)
-	$(CC) $(CFLAGS) $(LDFLAGS_STATIC) -pthread -o $@ native/net-guard.c native/net-filter.c
+# Linked against the distribution's libslirp (libslirp-dev to build; QEMU's
+# own libslirp0 at run time).
+$(B)/netstack: native/netstack.c native/net-filter.c native/net-filter.h | $(B)
+	$(CC) $(CFLAGS) -o $@ native/netstack.c native/net-filter.c -lslirp
 	strip $@
 
 $(B)/test-net-filter: native/test_net_filter.c native/net-filter.c native/net-filter.h | $(B)

@@ -1,9 +1,10 @@
 /*
- * passt connects to whatever address a guest packet names. A guest root
- * that routes 127.0.0.0/8 out of eth0 (route_localnet) would thus reach
- * services on the host's loopback, which --no-map-gw alone does not stop.
- * Dropping those frames before passt sees them closes that path.
- * 0.0.0.0/8 goes too: connect() to 0.0.0.0 reaches the local host.
+ * A user-mode stack connects to whatever address a guest packet names. A
+ * guest root that routes 127.0.0.0/8 out of eth0 (route_localnet) would
+ * thus reach services on the host's loopback, which unmapping the gateway
+ * alone does not stop. Dropping those frames before the stack sees them
+ * closes that path. 0.0.0.0/8 goes too: connect() to 0.0.0.0 reaches the
+ * local host.
  */
 #include "net-filter.h"
 
@@ -19,14 +20,14 @@ enum net_verdict net_filter_guest_frame(const uint8_t *frame, size_t len)
 	unsigned type = (unsigned)frame[12] << 8 | frame[13];
 	switch (type) {
 	case ETHERTYPE_ARP:
-		/* passt answers ARP for its gateway; ARP opens no connection. */
+		/* The stack answers ARP for its gateway; ARP opens no connection. */
 		return NET_PASS;
 	case ETHERTYPE_IPV6:
 		/* Link-scope multicast (ff02::/16: router and neighbour
 		 * solicitations, MLD) passes: it never leaves the link, and it is
-		 * what the guest kernel sends first, from which passt learns the
-		 * guest's MAC; without it passt cannot deliver inbound
-		 * connections to a guest that has sent nothing else yet. */
+		 * what the guest kernel sends first. (libslirp runs IPv4 only and
+		 * ignores it; a stack that learns the guest's MAC from it needs
+		 * it to deliver inbound connections early.) */
 		if (len >= ETH_HLEN + 40 && frame[ETH_HLEN] >> 4 == 6 && frame[ETH_HLEN + 24] == 0xff &&
 		    frame[ETH_HLEN + 25] == 0x02)
 			return NET_PASS;

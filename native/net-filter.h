@@ -1,6 +1,7 @@
 /*
- * The guest-frame filter of net-guard: which Ethernet frames from the guest
- * may reach passt. A pure function, unit-tested in test_net_filter.c.
+ * The guest-frame filter of netstack: which Ethernet frames from the guest
+ * may reach its TCP/IP stack. A pure function, unit-tested in
+ * test_net_filter.c.
  */
 #ifndef MICROAGENT_NET_FILTER_H
 #define MICROAGENT_NET_FILTER_H
@@ -11,7 +12,7 @@
 enum net_verdict {
 	NET_PASS = 0,
 	NET_DROP_LOOPBACK, /* IPv4 to 127.0.0.0/8 or 0.0.0.0/8: the host itself */
-	NET_DROP_IPV6,     /* IPv6 beyond the link (the guest has none; passt runs -4) */
+	NET_DROP_IPV6,     /* IPv6 beyond the link (the guest has none; the stack runs IPv4) */
 	NET_DROP_OTHER,    /* an EtherType the guest has no use for (VLAN, ...) */
 	NET_DROP_MALFORMED /* too short, or not a well-formed IPv4 header */
 };

@@ -14,7 +14,7 @@ NODE_VERSION=24.21.0
 say() { echo "setup: $*" >&2; }
 
 # --- host packages -----------------------------------------------------------
-pkgs=(qemu-system-x86 qemu-utils e2fsprogs busybox-static gcc libc6-dev make ca-certificates passt)
+pkgs=(qemu-system-x86 qemu-utils e2fsprogs busybox-static gcc libc6-dev make ca-certificates libslirp-dev)
 if [ "$mode" = --test ]; then
   # Real parts for the tests: a local registry, image tools, lz4/cpio to
   # cross-check our own decoders and writers.

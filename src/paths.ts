@@ -17,8 +17,8 @@ export const BUILD = {
   guestInit: join(PACKAGE_ROOT, 'build', 'microagent-init'),
   /** Static helper that execs the VMM with PR_SET_PDEATHSIG (see native/vmm-exec.c). */
   vmmExec: join(PACKAGE_ROOT, 'build', 'vmm-exec'),
-  /** Static filter between QEMU and passt that keeps the guest off host loopback (native/net-guard.c). */
-  netGuard: join(PACKAGE_ROOT, 'build', 'net-guard'),
+  /** A VM's user-mode network stack on libslirp, with the guest-frame filter (native/netstack.c). */
+  netstack: join(PACKAGE_ROOT, 'build', 'netstack'),
   /** Static helper that removes a run's folder if the run dies (native/janitor.c). */
   janitor: join(PACKAGE_ROOT, 'build', 'janitor'),
   /** The QEMU supervisor executable (JSON in, JSON out). */

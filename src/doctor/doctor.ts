@@ -58,7 +58,7 @@ export async function doctor(options: { stateDir?: string } = {}): Promise<Docto
   for (const [name, path] of [
     ['guest init', BUILD.guestInit],
     ['vmm-exec helper', BUILD.vmmExec],
-    ['net-guard helper', BUILD.netGuard],
+    ['netstack helper', BUILD.netstack],
     ['janitor helper', BUILD.janitor],
   ] as const) {
     checks.push(

@@ -61,6 +61,13 @@ export const ExitReasonSchema = z.enum([
 export type ExitReason = z.infer<typeof ExitReasonSchema>;
 
 /** The live status of one VM; for qemu this is exactly <run>/monitor.json. */
+/**
+ * A user-mode network stack: `netstack` (build/netstack, a process of its
+ * own on libslirp) or `slirp` (QEMU's built-in copy, for comparison).
+ */
+export const NetBackendSchema = z.enum(['netstack', 'slirp']);
+export type NetBackend = z.infer<typeof NetBackendSchema>;
+
 export const VmStatusSchema = z
   .object({
     v: z.literal(1),
@@ -88,13 +95,16 @@ export const VmStatusSchema = z
     /** The user-mode network stack the monitor runs for this VM, if any. */
     network: z
       .object({
-        backend: z.enum(['passt', 'slirp']),
-        /** passt's pid (slirp runs inside QEMU). */
+        backend: NetBackendSchema,
+        /** The netstack process's pid while it runs (slirp runs inside QEMU). */
         pid: z.number().int().positive().optional(),
-        /** net-guard's pid, when it filters the guest's frames (no host loopback). */
-        guardPid: z.number().int().positive().optional(),
-        /** Set when the stack's process ended while the VM ran (the guest lost its network). */
-        exited: z.string().optional(),
+        /** How often the stack was restarted after it died while the VM ran. */
+        restarts: z.number().int().positive().optional(),
+        /**
+         * Set when the guest has no network while its VM runs: why the stack
+         * ended and was not restarted. The VM and exec go on.
+         */
+        down: z.string().optional(),
       })
       .strict()
       .optional(),
@@ -164,9 +174,10 @@ export type PortForward = z.infer<typeof PortForwardSchema>;
 
 /**
  * The VM's network. Absent or `isolated`: no NIC at all. `user`: one
- * virtio-net NIC behind an unprivileged user-mode stack (passt by default;
- * slirp only where reaching the host's loopback is allowed, since slirp
- * cannot stop it). The guest-side addresses must match the guest's config
+ * virtio-net NIC behind a user-mode stack: `netstack` (the default: the
+ * project's libslirp helper, outside QEMU, behind the guest-frame filter),
+ * or QEMU's built-in `slirp`, only where reaching the host's loopback is
+ * allowed, since it cannot stop that. The guest-side addresses must match the guest's config
  * disk: the supervisor configures the stack with them.
  */
 export const VmNetworkSchema = z.discriminatedUnion('mode', [
@@ -174,7 +185,7 @@ export const VmNetworkSchema = z.discriminatedUnion('mode', [
   z
     .object({
       mode: z.literal('user'),
-      backend: z.enum(['passt', 'slirp']).default('passt'),
+      backend: NetBackendSchema.default('netstack'),
       /** The guest's address; the stack assumes a /24 around it. */
       guestAddress: ipv4,
       gateway: ipv4,

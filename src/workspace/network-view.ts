@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { StatePaths } from '../paths.js';
-import type { VmStatus } from '../vmkit/schema.js';
+import type { NetBackend, VmStatus } from '../vmkit/schema.js';
 import { GUEST_NET, networkOf, type NetworkSettings, type PublishedPort } from './network.js';
 import { loadWorkspace } from './store.js';
 
@@ -20,11 +20,13 @@ export interface NetworkView {
   /** Only while a VM exists. */
   runtime?: {
     vmState: VmStatus['state'];
-    backend?: 'passt' | 'slirp';
+    backend?: NetBackend;
+    /** netstack's pid while it runs. */
     helperPid?: number;
-    /** net-guard's pid: guest frames to the host loopback are dropped before passt. */
-    guardPid?: number;
-    helperExited?: string;
+    /** How often netstack was restarted after it died under the running VM. */
+    helperRestarts?: number;
+    /** Why the guest has no network while the VM runs (netstack ended for good). */
+    down?: string;
     /** Each published port and whether its host listener is up now. */
     published: (PublishedPort & { listening: boolean })[];
   };
@@ -55,8 +57,8 @@ export async function workspaceNetwork(options: {
       vmState: vm.state,
       ...(vm.network ? { backend: vm.network.backend } : {}),
       ...(vm.network?.pid !== undefined ? { helperPid: vm.network.pid } : {}),
-      ...(vm.network?.guardPid !== undefined ? { guardPid: vm.network.guardPid } : {}),
-      ...(vm.network?.exited ? { helperExited: vm.network.exited } : {}),
+      ...(vm.network?.restarts !== undefined ? { helperRestarts: vm.network.restarts } : {}),
+      ...(vm.network?.down !== undefined ? { down: vm.network.down } : {}),
       published: (declared.mode === 'user' ? declared.publish : []).map((p) => ({
         ...p,
         listening:

@@ -5,7 +5,7 @@
  * (config disk) and for the backend (StartConfig.network). The view of
  * `microagent network NAME` is in network-view.ts.
  * docs/networking.md is the reader's guide; docs/architecture.md
- * "Networking" says why passt.
+ * "Networking" says why netstack.
  */
 import { z } from 'zod';
 import { MicroagentError } from '../errors.js';
@@ -32,9 +32,9 @@ export const GUEST_NET = {
   /** DNS sent here is forwarded by the stack to the host's resolvers. */
   dns: '10.0.2.3',
   /**
-   * Measured under TCG with Debian 12's passt, 32 MiB downloads by the
-   * guest: 1500 → ~1 MiB/s, 9000 → ~13, 16384 → 9-20, 65520 (passt's
-   * default) → 3-4 MiB/s. docs/architecture.md "Networking".
+   * The link's MTU (netstack's side too): under TCG every frame costs the
+   * guest an interrupt and a copy, so bigger frames move more per second.
+   * docs/benchmarks.md has the figures.
    */
   mtu: 16384,
 } as const;
@@ -220,7 +220,7 @@ export function guestNetworkConfig(settings: NetworkSettings): GuestNetwork {
     // The stack's forwarder: queries go on to the host's first resolver in
     // /etc/resolv.conf (a loopback one such as systemd-resolved's works too).
     dns: [GUEST_NET.dns],
-    // slirp's side of the link is fixed at 1500.
+    // QEMU's slirp keeps its side of the link at 1500.
     ...(process.env.MICROAGENT_NET_BACKEND === 'slirp' ? {} : { mtu: GUEST_NET.mtu }),
   };
 }
@@ -232,14 +232,14 @@ export function guestNetworkConfig(settings: NetworkSettings): GuestNetwork {
  */
 export function vmNetwork(settings: NetworkSettings): VmNetworkInput {
   if (settings.mode === 'isolated') return { mode: 'isolated' };
-  const backend = process.env.MICROAGENT_NET_BACKEND === 'slirp' ? 'slirp' : 'passt';
+  const backend = process.env.MICROAGENT_NET_BACKEND === 'slirp' ? 'slirp' : 'netstack';
   return {
     mode: 'user',
     backend,
     guestAddress: GUEST_NET.address,
     gateway: GUEST_NET.gateway,
     dns: GUEST_NET.dns,
-    ...(backend === 'passt' ? { mtu: GUEST_NET.mtu } : {}),
+    ...(backend === 'netstack' ? { mtu: GUEST_NET.mtu } : {}),
     forwards: settings.publish,
     allowHostLoopback: settings.allowHostLoopback,
   };

@@ -49,6 +49,8 @@ export interface WorkspaceStatus {
     state: VmStatus['state'];
     startedAt: string;
     readyAt?: string;
+    /** The network stack while the VM runs: its pid, restarts, and why it is down if it is. */
+    network?: NonNullable<VmStatus['network']>;
   };
   readiness: Readiness;
   verification: Verification;
@@ -89,6 +91,7 @@ export async function workspaceStatus(options: {
             state: vm.state,
             startedAt: new Date(vm.startedAt).toISOString(),
             ...(vm.readyAt !== undefined ? { readyAt: new Date(vm.readyAt).toISOString() } : {}),
+            ...(vm.network && vm.state !== 'exited' ? { network: vm.network } : {}),
           },
         }
       : {}),

@@ -1,11 +1,11 @@
 /**
  * Networking end to end (docs/networking.md): real CLI, real QEMU, real
- * passt, loopback and a throwaway network namespace only (this host has no
+ * netstack (libslirp), loopback and a throwaway network namespace only (this host has no
  * internet). Every VM, server, namespace and veth made here is removed at
  * the end; every wait is bounded.
  *
  * The namespace parts (outbound to a "remote" server in a network
- * namespace; DNS through passt's forwarder to a resolver we run, named by a
+ * namespace; DNS through netstack's forwarder to a resolver we run, named by a
  * resolv.conf bind-mounted in a private mount namespace) need root; without
  * it they skip and say why.
  */
@@ -199,7 +199,7 @@ describe('networking', { timeout: 900_000 }, () => {
     const published = await freePort();
     let r = await cli(['create', name, '-p', `${published}:8080`]);
     assert.equal(r.code, 0, r.stderr.toString());
-    // passt reads the host's /etc/resolv.conf when it starts: with root,
+    // netstack reads the host's /etc/resolv.conf (at the first query): with root,
     // start in a private mount namespace whose resolv.conf names a resolver
     // we run on a loopback address (as systemd-resolved's stub would be).
     r = nsReady
@@ -265,8 +265,8 @@ describe('networking', { timeout: 900_000 }, () => {
         };
       }>(r);
       assert.equal(view.declared.mode, 'user');
-      assert.equal(view.runtime.backend, 'passt');
-      assert.ok((view.runtime as { guardPid?: number }).guardPid, 'net-guard runs');
+      assert.equal(view.runtime.backend, 'netstack');
+      assert.ok(view.runtime.helperPid > 0, 'netstack runs');
       assert.deepEqual(
         view.runtime.published.map((p) => [p.hostAddress, p.listening]),
         [['127.0.0.1', true]],
@@ -309,7 +309,7 @@ describe('networking', { timeout: 900_000 }, () => {
         ]);
         assert.equal(r.code, 0, r.stderr.toString());
         assert.equal(r.stdout.toString().trim(), nsToken);
-        // DNS (UDP) from the guest's resolv.conf (10.0.2.3) through passt's
+        // DNS (UDP) from the guest's resolv.conf (10.0.2.3) through netstack's
         // forwarder to the host's resolver (ours, on a loopback address:
         // DNS is the one host-loopback service the guest gets).
         r = await cli([
@@ -325,7 +325,8 @@ describe('networking', { timeout: 900_000 }, () => {
         assert.ok(dnsQueries.join('').includes('query probe.microagent.test'), dnsQueries.join(''));
       }
 
-      // passt belongs to the monitor: SIGKILL of the monitor takes QEMU and passt with it.
+      // netstack belongs to the monitor: SIGKILL of the monitor takes QEMU
+      // and netstack with it (netstack runs as nobody and re-arms PDEATHSIG).
       r = await cli(['status', name, '--json']);
       const monitorPid = jsonOf<{ vm: { monitorPid: number } }>(r).vm.monitorPid;
       process.kill(monitorPid, 'SIGKILL');
@@ -341,7 +342,7 @@ describe('networking', { timeout: 900_000 }, () => {
       };
       while (alive(view.runtime.helperPid) && Date.now() < deadline)
         await new Promise((res) => setTimeout(res, 100));
-      assert.equal(alive(view.runtime.helperPid), false, 'passt outlived its monitor');
+      assert.equal(alive(view.runtime.helperPid), false, 'netstack outlived its monitor');
     } finally {
       await cli(['kill', name]);
       await cli(['delete', name]);
@@ -350,8 +351,8 @@ describe('networking', { timeout: 900_000 }, () => {
   });
 
   it('keeps a hostile guest root that routes 127.0.0.0/8 out of eth0 off the host loopback', async () => {
-    // The route_localnet trick: without net-guard passt would connect to
-    // the host's 127.0.0.1 for these packets.
+    // The route_localnet trick: without the frame filter the stack would
+    // connect to the host's 127.0.0.1 for these packets.
     const script = [
       'echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet',
       'echo 1 > /proc/sys/net/ipv4/conf/all/route_localnet',
@@ -378,11 +379,8 @@ describe('networking', { timeout: 900_000 }, () => {
       assert.ok(!out.includes(loToken), `guest root reached the host loopback: ${out}`);
       assert.equal(reached, 0, 'no connection from the guest reached the host loopback server');
       assert.match(out, /wget-rc=[1-9]/);
-      const log = await readFile(
-        join(E2E_STATE_DIR, 'workspaces', name, 'run', 'passt.log'),
-        'utf8',
-      );
-      assert.match(log, /net-guard: dropped guest packet #1 to 127\.0\.0\.1 \(host loopback\)/);
+      const log = await readFile(join(E2E_STATE_DIR, 'workspaces', name, 'run', 'net.log'), 'utf8');
+      assert.match(log, /netstack: dropped guest packet #1 to 127\.0\.0\.1 \(host loopback\)/);
     } finally {
       await cli(['delete', name]);
     }
@@ -465,18 +463,18 @@ describe('networking', { timeout: 900_000 }, () => {
     }
   });
 
-  it('fails the run, naming passt, when the network helper cannot start', async () => {
-    // QEMU starts before passt: a passt that exits at once must take the
-    // VM down with a clear error, and leave nothing behind.
-    const name = `${TAG}-nopasst`;
+  it('fails the run, naming netstack, when the network helper cannot start', async () => {
+    // QEMU starts before netstack: one that exits before the guest is
+    // ready must take the VM down with a clear error, and leave nothing.
+    const name = `${TAG}-nostack`;
     const r = await cli(['run', '--json', '--name', name, '--', 'true'], {
-      env: { MICROAGENT_PASST: '/bin/false' },
+      env: { MICROAGENT_NETSTACK: '/bin/false' },
     });
     assert.equal(r.code, 1, r.stderr.toString());
     const doc = jsonOf<{ ok: boolean; error: { code: string; message: string } }>(r);
     assert.equal(doc.ok, false);
     assert.equal(doc.error.code, 'BOOT_FAILED');
-    assert.match(doc.error.message, /passt exited with code 1/);
+    assert.match(doc.error.message, /netstack exited with code 1/);
     assert.deepEqual(await waitNoProcesses(join(E2E_STATE_DIR, 'workspaces', name)), []);
     assert.equal((await cli(['inspect', name])).code, 1, 'the throwaway workspace is gone');
   });

@@ -1,6 +1,6 @@
 /**
  * Network settings: -p/--publish parsing and validation, what the settings
- * become for the guest config disk and the backend, and the passt / QEMU
+ * become for the guest config disk and the backend, and the netstack / QEMU
  * command lines built from them.
  */
 import assert from 'node:assert/strict';
@@ -8,7 +8,7 @@ import { createServer } from 'node:net';
 import { describe, it } from 'node:test';
 import { GuestConfigSchema } from '../../src/guest/protocol.js';
 import { MicroagentError } from '../../src/errors.js';
-import { buildPasstArgs } from '../../src/supervisors/qemu/passt.js';
+import { buildNetstackArgs } from '../../src/supervisors/qemu/netstack.js';
 import { networkArgs } from '../../src/supervisors/qemu/qemu-args.js';
 import { assertTcpPortsFree } from '../../src/util/ports.js';
 import { StartConfigSchema } from '../../src/vmkit/schema.js';
@@ -141,46 +141,47 @@ describe('network settings → guest config and backend', () => {
       network: net,
     });
     assert.equal(c.network?.mode, 'user');
-    assert.ok(c.network?.mode === 'user' && c.network.backend === 'passt');
+    assert.ok(c.network?.mode === 'user' && c.network.backend === 'netstack');
   });
 });
 
-describe('passt and QEMU command lines', () => {
+describe('netstack and QEMU command lines', () => {
   const user = {
     mode: 'user' as const,
-    backend: 'passt' as const,
+    backend: 'netstack' as const,
     guestAddress: '10.0.2.15',
     gateway: '10.0.2.2',
     dns: '10.0.2.3',
-    mtu: 65520,
+    mtu: 16384,
     forwards: [
       { protocol: 'tcp' as const, hostAddress: '127.0.0.1', hostPort: 18080, guestPort: 80 },
     ],
     allowHostLoopback: false,
   };
+  const flag = (argv: string[], name: string): string | undefined =>
+    argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined;
 
-  it('blocks the host loopback unless allowed, binds only the asked address, uses the socket pair', () => {
-    const argv = buildPasstArgs('/usr/bin/passt', user);
-    assert.ok(argv.includes('--no-map-gw'));
-    assert.deepEqual(argv.slice(argv.indexOf('--fd'), argv.indexOf('--fd') + 2), ['--fd', '3']);
-    assert.ok(argv.includes('-f'), 'foreground: stays the monitor child');
-    assert.deepEqual(argv.slice(argv.indexOf('-t'), argv.indexOf('-t') + 2), [
-      '-t',
-      '127.0.0.1/18080:80',
-    ]);
-    assert.ok(
-      !buildPasstArgs('/usr/bin/passt', { ...user, allowHostLoopback: true }).includes(
-        '--no-map-gw',
-      ),
-    );
-    const none = buildPasstArgs('/usr/bin/passt', { ...user, forwards: [] });
-    assert.deepEqual(none.slice(none.indexOf('-t'), none.indexOf('-t') + 2), ['-t', 'none']);
+  it("blocks the host loopback unless allowed, binds only the asked address, names QEMU's socket", () => {
+    const argv = buildNetstackArgs('/x/build/netstack', user, '/run/w/net.sock');
+    assert.equal(argv[0], '/x/build/netstack');
+    assert.equal(flag(argv, '--socket'), '/run/w/net.sock');
+    assert.equal(flag(argv, '--address'), '10.0.2.15');
+    assert.equal(flag(argv, '--prefix'), '24');
+    assert.equal(flag(argv, '--gateway'), '10.0.2.2');
+    assert.equal(flag(argv, '--dns'), '10.0.2.3');
+    assert.equal(flag(argv, '--mtu'), '16384');
+    assert.equal(flag(argv, '--forward'), '127.0.0.1:18080:80');
+    assert.ok(!argv.includes('--allow-host-loopback'));
+    const open = buildNetstackArgs('/x/build/netstack', { ...user, allowHostLoopback: true }, '/s');
+    assert.ok(open.includes('--allow-host-loopback'));
+    const none = buildNetstackArgs('/x/build/netstack', { ...user, forwards: [] }, '/s');
+    assert.ok(!none.includes('--forward'));
   });
 
-  it('gives QEMU a virtio-net device on the inherited descriptor, or slirp with hostfwd', () => {
-    assert.deepEqual(networkArgs({ kind: 'fd', fd: 3 }), [
+  it('gives QEMU a virtio-net device on a listening stream socket, or slirp with hostfwd', () => {
+    assert.deepEqual(networkArgs({ kind: 'stream', path: '/run/a,b/net.sock' }), [
       '-netdev',
-      'stream,id=net0,server=off,addr.type=fd,addr.str=3',
+      'stream,id=net0,server=on,addr.type=unix,addr.path=/run/a,,b/net.sock',
       '-device',
       'virtio-net-device,netdev=net0',
     ]);

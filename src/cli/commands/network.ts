@@ -96,9 +96,9 @@ async function networkMain(argv: string[], out: Output): Promise<number> {
   if (rt) {
     rows.push([
       'runtime',
-      `vm ${rt.vmState}${rt.backend ? `, ${rt.backend}${rt.helperPid ? ` pid ${rt.helperPid}` : ''}` : ', no network stack'}${rt.guardPid ? `, net-guard pid ${rt.guardPid}` : ''}`,
+      `vm ${rt.vmState}${rt.backend ? `, ${rt.backend}${rt.helperPid ? ` pid ${rt.helperPid}` : ''}` : ', no network stack'}${rt.helperRestarts ? `, restarted ${rt.helperRestarts}x` : ''}`,
     ]);
-    if (rt.helperExited) rows.push(['helper', rt.helperExited]);
+    if (rt.down) rows.push(['down', rt.down]);
     for (const p of rt.published) {
       rows.push(['listening', `${formatPublished(p)}: ${p.listening ? 'yes' : 'NO'}`]);
     }

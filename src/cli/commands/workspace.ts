@@ -292,7 +292,11 @@ async function statusMain(argv: string[], out: Output): Promise<number> {
         'resources',
         `${status.resources.profile}: ${status.resources.cpus} CPU, ${status.resources.memoryMiB} MiB`,
       ],
-      ['network', networkSummary(status.network)],
+      [
+        'network',
+        networkSummary(status.network) +
+          (status.vm?.network?.down !== undefined ? `; DOWN: ${status.vm.network.down}` : ''),
+      ],
       ...(status.vm ? [['vm', `pid ${status.vm.qemuPid ?? '?'} (${status.vm.accel})`]] : []),
       [
         'ready',

@@ -17,6 +17,7 @@ import {
   appendFileSync,
   closeSync,
   constants,
+  fstatSync,
   openSync,
   readFileSync,
   statSync,
@@ -62,8 +63,15 @@ const MAX_CTL_LINE = 64 * 1024;
 /** A client must send its CONNECT/ctl line within this time. */
 const REQUEST_LINE_TIMEOUT_MS = 10_000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
-/** How long after passt's exit QEMU's own exit may still arrive (see onPasstExit). */
-const PASST_EXIT_GRACE_MS = 300;
+/** How long after netstack's exit QEMU's own exit may still arrive (see onNetstackExit). */
+const NETSTACK_EXIT_GRACE_MS = 300;
+/**
+ * netstack restarts: one that ran less than NETSTACK_QUICK_MS counts as a
+ * quick failure, and after NETSTACK_MAX_QUICK in a row the network stays
+ * down (a stack that cannot run is not restarted forever).
+ */
+const NETSTACK_QUICK_MS = 5_000;
+const NETSTACK_MAX_QUICK = 3;
 /** Boots per VM start: the first, plus one restart after a boot stall. */
 const MAX_BOOT_ATTEMPTS = 2;
 const BOOT_STALL_POLL_MS = 1000;
@@ -91,11 +99,14 @@ export class Monitor {
   private readonly files: RuntimeFiles;
   private state: MonitorState;
   private qemu: ChildProcess | undefined;
-  /** The user-mode network stack (passt), when the VM has one. */
-  private passt: ChildProcess | undefined;
-  /** The frame filter between QEMU and passt (net-guard), when there is one. */
-  private netGuard: ChildProcess | undefined;
-  /** Overrides the detail of the exit reason (e.g. why passt ended). */
+  /** The user-mode network stack (netstack), when the VM has one. */
+  private netstack: ChildProcess | undefined;
+  private netstackStartedAt = 0;
+  /** net.log's size when the running netstack started: its own lines follow. */
+  private netstackLogStart = 0;
+  /** netstack's quick failures in a row (NETSTACK_QUICK_MS). */
+  private netstackQuickFailures = 0;
+  /** Overrides the detail of the exit reason (e.g. why netstack ended). */
   private killDetail: string | undefined;
   private qmp: QmpClient | undefined;
   private mux: Mux | undefined;
@@ -172,8 +183,7 @@ export class Monitor {
   emergencyKill(reason: ExitReason): void {
     this.killReason ??= reason;
     if (this.qemu?.pid !== undefined && !this.exited) signalGroup(this.qemu.pid, 'SIGKILL');
-    if (this.passt?.pid !== undefined) signalGroup(this.passt.pid, 'SIGKILL');
-    if (this.netGuard?.pid !== undefined) signalGroup(this.netGuard.pid, 'SIGKILL');
+    if (this.netstack?.pid !== undefined) signalGroup(this.netstack.pid, 'SIGKILL');
   }
 
   async start(): Promise<void> {
@@ -184,6 +194,7 @@ export class Monitor {
       this.files.agentSocket,
       this.files.controlSocket,
       this.files.qmpSocket,
+      this.files.netSocket,
     ]) {
       await unlink(p).catch(() => {});
     }
@@ -208,25 +219,19 @@ export class Monitor {
   }
 
   /**
-   * Starts passt (when the VM has a user-mode network) and QEMU, connects
+   * Starts QEMU and netstack (when the VM has a user-mode network), connects
    * QMP and watches the boot. Called again by restartStalledBoot.
    */
   private async launch(): Promise<void> {
     this.bootAttempt++;
-    // QEMU first: the network helpers start while it initialises (each
-    // spawn is a few ms of this process's time, which QEMU need not wait
-    // for); frames the guest sends before they run wait in the socket.
-    // QEMU's stdout/stderr (its own error messages) go to qemu.log.
+    // QEMU first: netstack starts while it initialises (a spawn is a few
+    // ms of this process's time, which QEMU need not wait for) and
+    // connects once QEMU's NIC socket is there, long before the guest's
+    // driver is up. QEMU's stdout/stderr (its own errors) go to qemu.log.
     const logFd = openSync(this.files.qemuLog, 'a', 0o600);
     let child: ChildProcess;
     try {
-      // fd 3 (NET_FD): QEMU's end of the socket pair to passt (or net-guard).
-      child = this.spawnVmmExec(this.config.qemuArgv, [
-        'ignore',
-        logFd,
-        logFd,
-        ...(this.config.passtArgv ? ['pipe' as const] : []),
-      ]);
+      child = this.spawnVmmExec(this.config.qemuArgv, ['ignore', logFd, logFd]);
     } finally {
       closeSync(logFd);
     }
@@ -240,23 +245,15 @@ export class Monitor {
       if (this.restartPending && child === this.qemu) void this.relaunch(code, signal);
       else void this.onQemuExit(code, signal);
     });
-    if (child.pid === undefined) {
-      (child.stdio[3] as Socket | null | undefined)?.destroy();
-      return; // 'error' follows
-    }
-    if (this.config.passtArgv) {
-      const netSocket = child.stdio[3] as Socket;
+    if (child.pid === undefined) return; // 'error' follows
+    if (this.config.netstackArgv) {
       try {
-        this.startPasst(this.config.passtArgv, netSocket);
+        this.startNetstack(this.config.netstackArgv);
       } catch (err) {
         // QEMU is already up: it must not outlive a start that failed.
-        this.killDetail ??= `the network helper passt could not start: ${(err as Error).message}`;
+        this.killDetail ??= `the network helper netstack could not start: ${(err as Error).message}`;
         this.kill('vmm_start_failed');
         throw err;
-      } finally {
-        // Only QEMU and passt (or net-guard) hold the pair now: when
-        // either goes, the other sees EOF (passt then exits by itself).
-        netSocket.destroy();
       }
     }
     this.state.qemuPid = child.pid;
@@ -378,9 +375,8 @@ export class Monitor {
     this.mux?.shutdown('the VM is restarting after a boot stall');
     this.mux = undefined;
     this.shutdownEvent = undefined;
-    await this.stopPasst();
-    this.passt = undefined;
-    this.netGuard = undefined;
+    await this.stopNetstack();
+    this.netstack = undefined;
     this.restartPending = false;
     if (this.killReason !== undefined) {
       // Killed (timeout, owner, request) while restarting: that is the end.
@@ -399,60 +395,33 @@ export class Monitor {
   }
 
   /**
-   * Starts passt through vmm-exec with the monitor's end of QEMU's NIC
-   * socket pair (Node's stdio 'pipe' is a socketpair) at its fd 3. passt
-   * drops to `nobody` when run as root, which clears PDEATHSIG; what ends
-   * it is EOF on its socket (QEMU gone) and, on every normal path, the
-   * monitor's own stop in onQemuExit.
-   *
-   * With a net-guard, the guard gets QEMU's side at its fd 3 and a second
-   * pair at fd 4, whose other end goes to passt: every guest frame crosses
-   * the guard. The guard keeps PDEATHSIG (it drops nothing) and exits when
-   * either side closes, which takes passt down with it.
+   * Starts netstack through vmm-exec (PDEATHSIG: it dies with this
+   * process). It connects to QEMU's listening NIC socket by itself, so a
+   * restart needs nothing from QEMU. As root it drops to `nobody` and arms
+   * its parent-death signal again (native/netstack.c).
    */
-  private startPasst(argv: readonly string[], qemuSocket: Socket): void {
-    qemuSocket.on('error', () => {});
-    const logFd = openSync(this.files.passtLog, 'a', 0o600);
-    let passt: ChildProcess;
-    let guard: ChildProcess | undefined;
+  private startNetstack(argv: readonly string[]): void {
+    const logFd = openSync(this.files.netLog, 'a', 0o600);
+    let child: ChildProcess;
     try {
-      let passtSide = qemuSocket;
-      if (this.config.netGuard !== undefined) {
-        // The guard holds QEMU's side at its fd 3 and passt's at its fd 4.
-        guard = this.spawnVmmExec(
-          [this.config.netGuard],
-          ['ignore', logFd, logFd, qemuSocket, 'pipe'],
-        );
-        passtSide = guard.stdio[4] as Socket;
-        passtSide.on('error', () => {});
-      }
-      try {
-        passt = this.spawnVmmExec(argv, ['ignore', logFd, logFd, passtSide]);
-      } finally {
-        // Only passt holds the guard's other side now.
-        if (guard) passtSide.destroy();
-      }
+      this.netstackLogStart = fstatSync(logFd).size;
+      child = this.spawnVmmExec(argv, ['ignore', logFd, logFd]);
     } finally {
       closeSync(logFd);
     }
-    this.passt = passt;
-    this.netGuard = guard;
-    passt.once('error', (err) => this.onPasstExit(passt, null, null, err.message));
-    passt.once('exit', (code, signal) => this.onPasstExit(passt, code, signal));
-    if (passt.pid !== undefined) {
-      this.state.network = { backend: 'passt', pid: passt.pid };
-      this.log(`passt started, pid ${passt.pid}: ${argv.join(' ')}`);
-    }
-    if (guard) {
-      guard.once('error', (err) =>
-        this.onPasstExit(passt, null, null, `net-guard: ${err.message}`),
-      );
-      if (guard.pid !== undefined && this.state.network) {
-        this.state.network.guardPid = guard.pid;
-        this.log(
-          `net-guard started, pid ${guard.pid}: guest frames to the host loopback are dropped`,
-        );
-      }
+    this.netstack = child;
+    this.netstackStartedAt = Date.now();
+    child.once('error', (err) => this.onNetstackExit(child, null, null, err.message));
+    child.once('exit', (code, signal) => this.onNetstackExit(child, code, signal));
+    if (child.pid !== undefined) {
+      this.state.network = {
+        ...(this.state.network?.restarts !== undefined
+          ? { restarts: this.state.network.restarts }
+          : {}),
+        backend: 'netstack',
+        pid: child.pid,
+      };
+      this.log(`netstack started, pid ${child.pid}: ${argv.join(' ')}`);
     }
   }
 
@@ -469,51 +438,85 @@ export class Monitor {
   }
 
   /**
-   * passt ending while the VM runs means the guest lost its network: end
-   * the VM, say why. passt also ends (EOF) whenever QEMU does, and its exit
-   * may be seen first: give QEMU's own exit a moment to arrive.
+   * netstack also ends (EOF) whenever QEMU does, and its exit may be seen
+   * first: give QEMU's own exit a moment to arrive before acting on it.
    */
-  private onPasstExit(
-    passt: ChildProcess,
+  private onNetstackExit(
+    child: ChildProcess,
     code: number | null,
     signal: NodeJS.Signals | null,
     error?: string,
   ): void {
-    if (this.exited || passt !== this.passt || this.restartPending) return;
+    if (this.exited || child !== this.netstack || this.restartPending) return;
     const t = setTimeout(() => {
-      if (passt === this.passt && !this.restartPending) this.passtLost(code, signal, error);
-    }, PASST_EXIT_GRACE_MS);
+      if (child === this.netstack && !this.restartPending) this.netstackLost(code, signal, error);
+    }, NETSTACK_EXIT_GRACE_MS);
     this.timers.push(t);
   }
 
-  private passtLost(code: number | null, signal: NodeJS.Signals | null, error?: string): void {
-    if (this.exited || this.shutdownEvent !== undefined) return;
+  /**
+   * netstack died while the VM runs. Before the guest is ready that is a
+   * failed start (a stack that cannot start is a host problem: say so at
+   * once). Afterwards the VM goes on: the stack is started again (QEMU
+   * accepts the new one on its socket), unless it keeps failing at once or
+   * rejected its arguments; then the network is down, with the reason in
+   * monitor.json, and exec and files still work over the guest channel.
+   */
+  private netstackLost(code: number | null, signal: NodeJS.Signals | null, error?: string): void {
+    if (this.exited || this.shutdownEvent !== undefined || this.killReason !== undefined) return;
     let logTail = '';
     try {
-      logTail = readFileSync(this.files.passtLog, 'utf8')
+      logTail = readFileSync(this.files.netLog)
+        .subarray(this.netstackLogStart)
+        .toString('utf8')
         .split('\n')
-        .filter(
-          (l) => l.trim() !== '' && !l.includes('to syslog') && !l.includes('Changing to nobody'),
-        )
-        .slice(-5)
+        .filter((l) => l.trim() !== '' && !l.includes('connected to QEMU'))
+        .slice(-3)
         .join(' | ');
     } catch {
       // no log
     }
-    const detail = `the network helper passt ${error ? `could not start: ${error}` : `exited with ${signal ?? `code ${code}`}`}${logTail ? `: ${logTail}` : ''}`;
+    const detail = `the network helper netstack ${error ? `could not start: ${error}` : `exited with ${signal ?? `code ${code}`}`}${logTail ? `: ${logTail}` : ''}`;
     this.log(detail);
-    if (this.state.network) this.state.network.exited = detail;
-    this.killDetail ??= detail;
-    this.kill('vmm_error');
+    this.netstack = undefined;
+    if (this.state.network) delete this.state.network.pid;
+    if (this.state.readyAt === undefined) {
+      if (this.state.network) this.state.network.down = detail;
+      this.killDetail ??= detail;
+      this.kill('vmm_error');
+      return;
+    }
+    const quick = Date.now() - this.netstackStartedAt < NETSTACK_QUICK_MS;
+    this.netstackQuickFailures = quick ? this.netstackQuickFailures + 1 : 1;
+    const argv = this.config.netstackArgv;
+    let why: string | undefined;
+    if (argv === undefined || error !== undefined || code === 2) why = detail;
+    else if (this.netstackQuickFailures > NETSTACK_MAX_QUICK)
+      why = `${detail} (it failed ${this.netstackQuickFailures} times in a row within ${NETSTACK_QUICK_MS / 1000} s of its start; not restarted again)`;
+    if (why === undefined && argv !== undefined) {
+      const restarts = (this.state.network?.restarts ?? 0) + 1;
+      this.state.network = { backend: 'netstack', restarts };
+      try {
+        this.startNetstack(argv);
+        this.log(
+          `netstack restarted (restart ${restarts}); the guest's open connections were lost`,
+        );
+      } catch (err) {
+        why = `${detail}; the restart failed: ${(err as Error).message}`;
+      }
+    }
+    if (why !== undefined) {
+      this.state.network = { ...(this.state.network ?? { backend: 'netstack' }), down: why };
+      delete this.state.network.pid;
+      this.log(`the guest's network is down: ${why}`);
+    }
+    void this.persist();
   }
 
-  private async stopPasst(): Promise<void> {
-    // Both normally exit by themselves on QEMU's EOF; bounded, then SIGKILL.
-    await Promise.all(
-      [this.netGuard, this.passt].map((h) =>
-        h?.pid !== undefined ? stopProcessGroup(h, 1000).catch(() => undefined) : undefined,
-      ),
-    );
+  private async stopNetstack(): Promise<void> {
+    // It normally exits by itself on QEMU's EOF; bounded, then SIGKILL.
+    const h = this.netstack;
+    if (h?.pid !== undefined) await stopProcessGroup(h, 1000).catch(() => undefined);
   }
 
   private armDeadline(at: number): void {
@@ -536,12 +539,11 @@ export class Monitor {
     if (this.exited || this.qemu?.pid === undefined) return;
     this.killReason ??= reason;
     signalGroup(this.qemu.pid, 'SIGKILL');
-    // The network helpers would end on QEMU's EOF once it is gone (~10 ms);
-    // told now, they end while it dies, and onQemuExit finds them gone.
-    for (const h of [this.netGuard, this.passt]) {
-      if (h?.pid !== undefined && h.exitCode === null && h.signalCode === null)
-        signalGroup(h.pid, 'SIGTERM');
-    }
+    // netstack would end on QEMU's EOF once it is gone (~10 ms); told
+    // now, it ends while QEMU dies, and onQemuExit finds it gone.
+    const h = this.netstack;
+    if (h?.pid !== undefined && h.exitCode === null && h.signalCode === null)
+      signalGroup(h.pid, 'SIGTERM');
   }
 
   /**
@@ -893,7 +895,7 @@ export class Monitor {
     const reason = await this.exitReason(code, signal);
     const exit: ExitInfo = { code, signal, reason, at: Date.now() };
     exit.detail = detail ?? this.killDetail ?? (await this.exitDetail(reason, code, signal));
-    await this.stopPasst();
+    await this.stopNetstack();
     this.state.exit = exit;
     this.state.state = 'exited';
     this.log(

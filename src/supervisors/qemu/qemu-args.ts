@@ -16,12 +16,12 @@ export interface QemuDisk {
 }
 
 /**
- * The NIC's backend. `fd`: a connected stream socket QEMU inherits at this
- * descriptor number, whose other end is passt's (--fd). `slirp`: QEMU's
+ * The NIC's backend. `stream`: a unix socket QEMU listens on, to which
+ * netstack connects (and connects again after a restart). `slirp`: QEMU's
  * built-in user-mode stack. Absent: no NIC at all.
  */
 export type QemuNetwork =
-  | { kind: 'fd'; fd: number }
+  | { kind: 'stream'; path: string }
   | {
       kind: 'slirp';
       guestAddress: string;
@@ -154,11 +154,11 @@ export function buildQemuArgs(spec: QemuSpec): string[] {
 /** -netdev/-device for the NIC (docs/architecture.md "Networking"). */
 export function networkArgs(net: QemuNetwork): string[] {
   let netdev: string;
-  if (net.kind === 'fd') {
-    // QEMU's side of the socket pair shared with passt: no path on disk
-    // that another local user could connect to, and passt sees EOF (and
-    // exits) as soon as QEMU is gone. server=off: the socket is connected.
-    netdev = `stream,id=net0,server=off,addr.type=fd,addr.str=${net.fd}`;
+  if (net.kind === 'stream') {
+    // QEMU listens: when netstack dies, QEMU accepts the next one, so the
+    // stack can be restarted under a running guest. The socket lives in
+    // the runtime folder (0700), out of other users' reach.
+    netdev = `stream,id=net0,server=on,addr.type=unix,addr.path=${qemuOptValue(net.path)}`;
   } else {
     const prefix = net.guestAddress.split('.').slice(0, 3).join('.');
     const opts = [

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import {
   AccelSchema,
   IdentitySchema,
+  NetBackendSchema,
   OwnerSchema,
   SerializedErrorSchema,
   VmStatusSchema,
@@ -34,7 +35,9 @@ export function runtimeFiles(runtimeDir: string) {
     serialLog: f('serial.log'),
     qemuLog: f('qemu.log'),
     qemuPid: f('qemu.pid'),
-    passtLog: f('passt.log'),
+    /** QEMU's NIC socket (it listens; netstack connects, again after a restart). */
+    netSocket: f('net.sock'),
+    netLog: f('net.log'),
     monitorLog: f('monitor.log'),
     monitorState: f('monitor.json'),
     monitorConfig: f('monitor-config.json'),
@@ -53,19 +56,13 @@ export const MonitorConfigSchema = z
     /** Full QEMU argv; argv[0] is an absolute path (vmm-exec does not search PATH). */
     qemuArgv: z.array(z.string()).min(1),
     /**
-     * passt's argv (argv[0] absolute), started through vmmExec before QEMU;
-     * the two share a socket pair at descriptor NET_FD (passt.ts).
+     * netstack's argv (argv[0] absolute), started through vmmExec right
+     * after QEMU; it connects to QEMU's NIC socket (runtimeFiles().netSocket)
+     * and is started again if it dies while the VM runs (netstack.ts).
      */
-    passtArgv: z.array(z.string()).min(1).optional(),
-    /**
-     * The net-guard binary, when guest frames to the host's loopback must be
-     * dropped before passt sees them (every passt VM without
-     * allowHostLoopback). It then sits between QEMU (its fd 3) and passt
-     * (its fd 4), both started through vmmExec.
-     */
-    netGuard: z.string().startsWith('/').optional(),
+    netstackArgv: z.array(z.string()).min(1).optional(),
     /** The user-mode network stack, reported in monitor.json. */
-    networkBackend: z.enum(['passt', 'slirp']).optional(),
+    networkBackend: NetBackendSchema.optional(),
     /** Whether qemuArgv has a QMP socket at runtimeFiles().qmpSocket. */
     qmp: z.boolean(),
     accel: AccelSchema,

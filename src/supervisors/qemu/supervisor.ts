@@ -23,6 +23,7 @@ import { allSettledOrThrow } from '../../util/promises.js';
 import {
   SupervisorExit,
   SupervisorRequestSchema,
+  type NetBackend,
   type StartConfig,
   type StartResult,
   type StatusResult,
@@ -33,7 +34,7 @@ import { chooseAccel } from './accel.js';
 import { Monitor } from './monitor.js';
 import { ctlRequest, isUnreachable } from './ctl-client.js';
 import { assertTcpPortsFree } from '../../util/ports.js';
-import { buildPasstArgs, NET_FD } from './passt.js';
+import { buildNetstackArgs } from './netstack.js';
 import { buildQemuArgs, type QemuNetwork } from './qemu-args.js';
 import {
   MonitorStateSchema,
@@ -196,7 +197,13 @@ async function reconcile(files: RuntimeFiles): Promise<MonitorState | null> {
     exit: { code: null, signal: null, reason: 'monitor_lost', detail, at: Date.now() },
   };
   await writeJsonAtomic(files.monitorState, next).catch(() => {});
-  for (const p of [files.muxSocket, files.agentSocket, files.controlSocket, files.qmpSocket])
+  for (const p of [
+    files.muxSocket,
+    files.agentSocket,
+    files.controlSocket,
+    files.qmpSocket,
+    files.netSocket,
+  ])
     await unlink(p).catch(() => {});
   return next;
 }
@@ -257,9 +264,9 @@ async function start(req: StartRequest): Promise<StartResult> {
  * `start` with the monitor in this process instead of a detached one, for
  * callers whose lifetime bounds the VM's anyway (`run`): one Node start-up
  * less on the way to QEMU. Everything else is the same: the same monitor
- * code, sockets, monitor.json and ctl protocol. QEMU and net-guard carry
+ * code, sockets, monitor.json and ctl protocol. QEMU and netstack carry
  * PDEATHSIG to this process (vmm-exec), so they die with it, even on
- * SIGKILL, and passt ends on EOF when they do. The caller must call
+ * SIGKILL. The caller must call
  * `Monitor.kill` (or stop the VM through ctl.sock) and await
  * `monitor.done` before it lets go.
  */
@@ -314,7 +321,13 @@ async function startResult(
 async function planStart(req: StartRequest): Promise<PlannedStart> {
   const c = req.config;
   const files = runtimeFiles(c.runtimeDir);
-  for (const p of [files.muxSocket, files.agentSocket, files.controlSocket, files.qmpSocket]) {
+  for (const p of [
+    files.muxSocket,
+    files.agentSocket,
+    files.controlSocket,
+    files.qmpSocket,
+    files.netSocket,
+  ]) {
     if (Buffer.byteLength(p) > MAX_SOCKET_PATH) {
       throw new MicroagentError(
         'STATE_DIR_INVALID',
@@ -335,7 +348,7 @@ async function planStart(req: StartRequest): Promise<PlannedStart> {
       ...c.disks.map((d) => mustExist(d.path, `disk ${d.serial}`)),
     ]),
     resolveProgram(c.qemuBinary ?? process.env.MICROAGENT_QEMU ?? 'qemu-system-x86_64'),
-    planNetwork(c.network),
+    planNetwork(c.network, files),
     requireBuiltHelper(BUILD.vmmExec),
   ]);
 
@@ -390,8 +403,7 @@ async function planStart(req: StartRequest): Promise<PlannedStart> {
     workspaceDir: c.workspaceDir,
     vmmExec: BUILD.vmmExec,
     qemuArgv: argv,
-    ...(net.passtArgv ? { passtArgv: net.passtArgv } : {}),
-    ...(net.netGuard ? { netGuard: net.netGuard } : {}),
+    ...(net.netstackArgv ? { netstackArgv: net.netstackArgv } : {}),
     ...(net.backend ? { networkBackend: net.backend } : {}),
     qmp: true,
     accel: accel.accel,
@@ -454,16 +466,18 @@ async function mustExist(path: string, what: string): Promise<void> {
 }
 
 /**
- * The NIC for c.network: passt behind a socket pair (default), or QEMU's
- * slirp, which cannot keep the guest off the host's loopback and is
- * therefore only accepted with allowHostLoopback. Published host ports are
- * probed first so that a taken port fails the start, not the boot.
+ * The NIC for c.network: netstack on QEMU's listening socket (the default),
+ * or QEMU's slirp, which cannot keep the guest off the host's loopback and
+ * is therefore only accepted with allowHostLoopback. Published host ports
+ * are probed first so that a taken port fails the start, not the boot.
  */
-async function planNetwork(network: StartConfig['network']): Promise<{
+async function planNetwork(
+  network: StartConfig['network'],
+  files: RuntimeFiles,
+): Promise<{
   qemu?: QemuNetwork;
-  passtArgv?: string[];
-  netGuard?: string;
-  backend?: 'passt' | 'slirp';
+  netstackArgv?: string[];
+  backend?: NetBackend;
 }> {
   if (network === undefined || network.mode === 'isolated') return {};
   await assertTcpPortsFree(network.forwards);
@@ -472,7 +486,7 @@ async function planNetwork(network: StartConfig['network']): Promise<{
       throw new MicroagentError(
         'INVALID_ARGUMENT',
         'the slirp network backend always lets the guest reach the host loopback (its gateway address maps to 127.0.0.1); it needs allowHostLoopback',
-        { remediation: 'Use the passt backend (the default), or allow host loopback access.' },
+        { remediation: 'Use the netstack backend (the default), or allow host loopback access.' },
       );
     }
     return {
@@ -486,15 +500,13 @@ async function planNetwork(network: StartConfig['network']): Promise<{
       },
     };
   }
-  const passt = await resolveProgram(process.env.MICROAGENT_PASST ?? 'passt', 'passt');
-  // Without the guard a guest root could route 127.0.0.0/8 out of eth0 and
-  // passt would connect to the host's loopback: refuse to start unguarded.
-  if (!network.allowHostLoopback) await requireBuiltHelper(BUILD.netGuard);
+  // MICROAGENT_NETSTACK names another build of the helper (absolute path).
+  const binary = process.env.MICROAGENT_NETSTACK || BUILD.netstack;
+  await requireBuiltHelper(binary);
   return {
-    backend: 'passt',
-    passtArgv: buildPasstArgs(passt, network),
-    ...(network.allowHostLoopback ? {} : { netGuard: BUILD.netGuard }),
-    qemu: { kind: 'fd', fd: NET_FD },
+    backend: 'netstack',
+    netstackArgv: buildNetstackArgs(binary, network, files.netSocket),
+    qemu: { kind: 'stream', path: files.netSocket },
   };
 }
 
