@@ -11,7 +11,7 @@ import { ensurePrivateDir } from '../util/fs.js';
 import { join } from 'node:path';
 import { VmStatusSchema, type VmStatus } from '../vmkit/schema.js';
 import type { StatePaths, WorkspacePaths } from '../paths.js';
-import { currentProcess, isAlive, processAlive, type ProcessIdentity } from '../proc/spawn.js';
+import { currentProcess, processAlive, type ProcessIdentity } from '../proc/spawn.js';
 import { acquireLock } from './lock.js';
 import { validateWorkspaceName } from './names.js';
 import {
@@ -41,9 +41,14 @@ export async function readVmStatus(ws: WorkspacePaths): Promise<VmStatus | undef
   }
 }
 
-/** True while the VM's monitor process is alive and the VM has not exited. */
+/**
+ * True while the VM's monitor process is alive and the VM has not exited.
+ * The monitor is named by pid and start time, as locks and pins are: after
+ * a host reboot its pid may belong to another process.
+ */
 export function vmAlive(vm: VmStatus | undefined): boolean {
-  return vm !== undefined && vm.state !== 'exited' && isAlive(vm.monitorPid);
+  if (vm === undefined || vm.state === 'exited') return false;
+  return processAlive({ pid: vm.monitorPid, startTime: vm.monitorStartTime ?? 0 });
 }
 
 /**
@@ -190,20 +195,34 @@ async function reapOrphan(ws: WorkspacePaths): Promise<boolean> {
 
 /** Every workspace in the state directory, reconciled, sorted by name. */
 export async function listWorkspaces(paths: StatePaths): Promise<LoadedWorkspace[]> {
+  return (await listWorkspaceEntries(paths)).flatMap((e) => ('loaded' in e ? [e.loaded] : []));
+}
+
+/** A workspace folder in a listing: loaded, or with a record that cannot be read. */
+export type WorkspaceEntry =
+  { name: string; loaded: LoadedWorkspace } | { name: string; corrupt: MicroagentError };
+
+/**
+ * Every workspace folder, sorted by name: loaded ones, and those whose
+ * record is corrupt (STATE_CORRUPT), so that a listing hides none of them.
+ */
+export async function listWorkspaceEntries(paths: StatePaths): Promise<WorkspaceEntry[]> {
   let names: string[];
   try {
     names = await readdir(paths.workspaces);
   } catch {
     return [];
   }
-  const out: LoadedWorkspace[] = [];
+  const out: WorkspaceEntry[] = [];
   for (const name of names.sort()) {
     if (await reapOrphan(paths.workspace(name)).catch(() => false)) continue;
     try {
-      out.push(await loadWorkspace(paths, name));
-    } catch {
-      // Half-created or foreign directories are not workspaces; `status NAME`
-      // reports them with their own error.
+      out.push({ name, loaded: await loadWorkspace(paths, name) });
+    } catch (err) {
+      // Half-created or foreign directories (no record, a name that is not
+      // a workspace's) are not workspaces; `status NAME` explains them.
+      if (err instanceof MicroagentError && err.code === 'STATE_CORRUPT')
+        out.push({ name, corrupt: err });
     }
   }
   return out;

@@ -10,7 +10,7 @@ import { StatePaths, type WorkspacePaths } from '../paths.js';
 import type { VmStatus } from '../vmkit/schema.js';
 import type { WorkspaceEvent, WorkspaceRecord } from './record.js';
 import { isLive, TERMINAL_STATES } from './states.js';
-import { listWorkspaces, loadWorkspace } from './store.js';
+import { listWorkspaceEntries, loadWorkspace } from './store.js';
 import { verifyWorkspace, type Verification } from './verify.js';
 import { networkOf, type NetworkSettings } from './network.js';
 
@@ -165,16 +165,23 @@ async function probe(
   }
 }
 
-export interface WorkspaceSummary {
-  name: string;
-  state: WorkspaceRecord['state'];
-  profile: string;
-  cpus: number;
-  memoryMiB: number;
-  image: string;
-  backend: string;
-  updatedAt: string;
-}
+/**
+ * One row of `list`. A workspace whose record cannot be read is listed too,
+ * with state `corrupt` and the error; other commands refuse it with
+ * STATE_CORRUPT.
+ */
+export type WorkspaceSummary =
+  | {
+      name: string;
+      state: WorkspaceRecord['state'];
+      profile: string;
+      cpus: number;
+      memoryMiB: number;
+      image: string;
+      backend: string;
+      updatedAt: string;
+    }
+  | { name: string; state: 'corrupt'; error: { code: 'STATE_CORRUPT'; message: string } };
 
 /** Every workspace (or only live ones), reconciled. */
 export async function listWorkspaceSummaries(options: {
@@ -182,19 +189,32 @@ export async function listWorkspaceSummaries(options: {
   liveOnly?: boolean;
 }): Promise<WorkspaceSummary[]> {
   const paths = new StatePaths(options.stateDir);
-  const all = await listWorkspaces(paths);
-  return all
-    .filter(({ record }) => !options.liveOnly || isLive(record.state))
-    .map(({ record }) => ({
-      name: record.name,
-      state: record.state,
-      profile: record.resources.profile,
-      cpus: record.resources.cpus,
-      memoryMiB: record.resources.memoryMiB,
-      image: record.image.ref,
-      backend: record.identity.backend,
-      updatedAt: record.updatedAt,
-    }));
+  const all = await listWorkspaceEntries(paths);
+  return all.flatMap((e): WorkspaceSummary[] => {
+    // A corrupt record's state is unknown: it is listed even with liveOnly.
+    if ('corrupt' in e)
+      return [
+        {
+          name: e.name,
+          state: 'corrupt',
+          error: { code: 'STATE_CORRUPT', message: e.corrupt.message },
+        },
+      ];
+    const { record } = e.loaded;
+    if (options.liveOnly && !isLive(record.state)) return [];
+    return [
+      {
+        name: record.name,
+        state: record.state,
+        profile: record.resources.profile,
+        cpus: record.resources.cpus,
+        memoryMiB: record.resources.memoryMiB,
+        image: record.image.ref,
+        backend: record.identity.backend,
+        updatedAt: record.updatedAt,
+      },
+    ];
+  });
 }
 
 /** The serial console log of the workspace's current (or last) boot. */

@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -228,6 +229,88 @@ describe('persistent workspaces', { timeout: 900_000 }, () => {
       'a newer record is not rewritten',
     );
     await writeFile(record, original);
+    await ok(['delete', name]);
+  });
+
+  it('lists a corrupt record as corrupt, with its error code, next to the others', async () => {
+    const good = wsName('listed');
+    const bad = wsName('corrupt');
+    await ok(['create', good]);
+    await ok(['create', bad]);
+    const record = join(E2E_STATE_DIR, 'workspaces', bad, 'workspace.json');
+    const original = await readFile(record, 'utf8');
+    try {
+      await writeFile(record, '{"v": 1, "name": ');
+      const doc = (await jsonOf(['list'])) as {
+        workspaces: { name: string; state: string; error?: { code: string; message: string } }[];
+      };
+      const row = doc.workspaces.find((w) => w.name === bad);
+      assert.equal(row?.state, 'corrupt');
+      assert.equal(row?.error?.code, 'STATE_CORRUPT');
+      assert.equal(doc.workspaces.find((w) => w.name === good)?.state, 'prepared');
+      const text = await ok(['list']);
+      assert.match(text, new RegExp(`^${bad}\\s+corrupt\\s+.*STATE_CORRUPT`, 'm'));
+      assert.match(text, new RegExp(`^${good}\\s+prepared`, 'm'));
+      // Every other command still refuses it.
+      assert.equal(await errorCode(['status', bad]), 'STATE_CORRUPT');
+      assert.equal(await errorCode(['start', bad]), 'STATE_CORRUPT');
+    } finally {
+      await writeFile(record, original);
+    }
+    await ok(['delete', good]);
+    await ok(['delete', bad]);
+  });
+
+  it('does not take a reused monitor pid (a live process of another start time) for a running VM', async () => {
+    const name = wsName('pidreuse');
+    await ok(['create', name]);
+    const dir = join(E2E_STATE_DIR, 'workspaces', name);
+    // A live process stands in for the pid a host reboot handed to someone else.
+    const stranger = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      const pid = stranger.pid as number;
+      const startTime = Number(
+        (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]?.split(' ')[19],
+      );
+      const record = JSON.parse(await readFile(join(dir, 'workspace.json'), 'utf8')) as Record<
+        string,
+        unknown
+      >;
+      const writeState = async (monitorStartTime: number): Promise<void> => {
+        await writeFile(
+          join(dir, 'workspace.json'),
+          JSON.stringify({ ...record, state: 'running' }, null, 2),
+        );
+        await mkdir(join(dir, 'run'), { recursive: true });
+        await writeFile(
+          join(dir, 'run', 'monitor.json'),
+          JSON.stringify({
+            v: 1,
+            runtimeId: 'rt-test',
+            monitorPid: pid,
+            monitorStartTime,
+            state: 'ready',
+            accel: 'tcg',
+            accelReason: 'test',
+            startedAt: Date.now(),
+          }),
+        );
+      };
+      // The same pid and start time: that process is the monitor.
+      await writeState(startTime);
+      let doc = (await jsonOf(['list'])) as { workspaces: { name: string; state: string }[] };
+      assert.equal(doc.workspaces.find((w) => w.name === name)?.state, 'running');
+      // Another start time: a stranger holds the pid; the VM is gone.
+      await writeState(startTime + 1);
+      doc = (await jsonOf(['list'])) as { workspaces: { name: string; state: string }[] };
+      assert.equal(doc.workspaces.find((w) => w.name === name)?.state, 'failed');
+      const status = (await jsonOf(['status', name])) as { state: string; stateDetail: string };
+      assert.equal(status.state, 'failed');
+      assert.match(status.stateDetail, /monitor is gone/);
+      assert.equal(stranger.exitCode, null, 'the stranger was left alone');
+    } finally {
+      stranger.kill('SIGKILL');
+    }
     await ok(['delete', name]);
   });
 

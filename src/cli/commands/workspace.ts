@@ -68,7 +68,14 @@ function oneName(positionals: string[], usage: string): string {
 }
 
 function colourState(out: Output, state: string): string {
-  const code = state === 'running' ? 32 : state === 'failed' ? 31 : state === 'paused' ? 33 : 0;
+  const code =
+    state === 'running'
+      ? 32
+      : state === 'failed' || state === 'corrupt'
+        ? 31
+        : state === 'paused'
+          ? 33
+          : 0;
   return code ? paint(out.stdout, code, state) : state;
 }
 
@@ -332,7 +339,11 @@ function listCommand(liveOnly: boolean): CommandSpec['main'] {
       out.stdout.write(
         table([
           ['NAME', 'STATE', 'PROFILE', 'IMAGE', 'UPDATED'],
-          ...rows.map((w) => [w.name, colourState(out, w.state), w.profile, w.image, w.updatedAt]),
+          ...rows.map((w) =>
+            w.state === 'corrupt'
+              ? [w.name, colourState(out, w.state), '-', '-', `${w.error.code}: ${w.error.message}`]
+              : [w.name, colourState(out, w.state), w.profile, w.image, w.updatedAt],
+          ),
         ]) + '\n',
       );
     }
