@@ -27,7 +27,7 @@ import { hasInterpreter, isX8664Executable } from '../kernel/elf.js';
 import { debugfsWrite, mkfsExt4 } from './e2fs.js';
 
 /** Bump when the tree layout changes: it is part of the cache key. */
-export const DEFAULT_IMAGE_BUILDER_VERSION = 1;
+export const DEFAULT_IMAGE_BUILDER_VERSION = 2;
 export const DEFAULT_BUSYBOX = '/bin/busybox';
 const ROOTFS_FILE = 'rootfs.ext4';
 const IMAGE_JSON = 'image.json';
@@ -206,6 +206,55 @@ async function readCached(dir: string, key: string): Promise<DefaultImageRecord 
   }
 }
 
+/**
+ * Debian 12's busybox-static is built without wget's -T (network timeout),
+ * yet its option parser still takes -T and writes its value through a null
+ * pointer: `wget -T 5 URL` dies of SIGSEGV before it does anything (the
+ * host's /bin/busybox does the same; nothing in the guest is involved).
+ * Where the busybox lacks -T, /usr/bin/wget is this wrapper: it takes -T
+ * SEC, -TSEC, --timeout=SEC and --timeout SEC and runs busybox wget under
+ * `timeout SEC`, so the whole transfer gets at most SEC seconds (GNU wget's
+ * -T bounds each network wait instead), ending with wget's status 4
+ * (network failure) when the time runs out. docs/images.md says so.
+ */
+export const WGET_WRAPPER = `#!/bin/sh
+# microagent default image: busybox wget with -T (see docs/images.md).
+t=
+n=$#
+while [ "$n" -gt 0 ]; do
+  a=$1; shift; n=$((n - 1))
+  case $a in
+  -T | --timeout)
+    if [ "$n" -eq 0 ]; then echo "wget: option $a needs a value" >&2; exit 1; fi
+    t=$1; shift; n=$((n - 1)); continue ;;
+  -T*) t=\${a#-T}; continue ;;
+  --timeout=*) t=\${a#--timeout=}; continue ;;
+  --)
+    set -- "$@" --
+    while [ "$n" -gt 0 ]; do set -- "$@" "$1"; shift; n=$((n - 1)); done
+    break ;;
+  esac
+  set -- "$@" "$a"
+done
+case $t in
+'' | 0) exec /bin/busybox wget "$@" ;;
+*[!0-9]*) echo "wget: -T needs a whole number of seconds, not '$t'" >&2; exit 1 ;;
+esac
+/bin/busybox timeout "$t" /bin/busybox wget "$@"
+rc=$?
+if [ "$rc" -eq 143 ]; then echo "wget: timed out after $t s" >&2; exit 4; fi
+exit "$rc"
+`;
+
+/** Whether this busybox's wget has -T (its usage text lists it). */
+async function wgetHasTimeout(busyboxPath: string): Promise<boolean> {
+  const r = await run([busyboxPath, 'wget', '--help'], {
+    providedBy: 'busybox-static',
+    allowFailure: true,
+  });
+  return /-T SEC/.test(r.stdout.toString('utf8') + r.stderr.toString('utf8'));
+}
+
 /** The image tree: FHS dirs, busybox and its applet links, the guest init, /etc basics. */
 async function buildTree(
   tree: string,
@@ -243,10 +292,16 @@ async function buildTree(
   const list = (
     await run([busyboxPath, '--list-full'], { providedBy: 'busybox-static' })
   ).stdout.toString('utf8');
+  const wrapWget = !(await wgetHasTimeout(busyboxPath));
   for (const raw of list.split('\n')) {
     const rel = raw.trim().replace(/^\/+/, '');
     if (!/^(bin|sbin|usr\/bin|usr\/sbin)\/[^/]+$/.test(rel)) continue; // e.g. "linuxrc"
     if (rel === 'bin/busybox' || rel === 'sbin/microagent-init') continue;
+    if (wrapWget && rel === 'usr/bin/wget') {
+      await writeFile(join(tree, rel), WGET_WRAPPER);
+      await chmod(join(tree, rel), 0o755);
+      continue;
+    }
     try {
       await symlink('/bin/busybox', join(tree, rel));
     } catch (err) {
