@@ -13,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -20,6 +23,55 @@
 
 #define ROOT_WAIT_MS 10000
 #define MAX_MODULES 128
+
+/* EXT4_IOC_RESIZE_FS (linux/ext4.h is not a uapi header everywhere). */
+#define EXT4_IOC_RESIZE_FS _IOW('f', 16, uint64_t)
+
+static uint32_t le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* A workspace's disk can be bigger than the image's file system (the host
+ * sizes the disk by profile or --disk-size; docs/rootfs.md): grow the
+ * mounted ext4 to fill it, online, as resize2fs would. Read from the
+ * superblock, so a file system that already fills its disk costs one read.
+ * A failure is logged and the boot goes on with the smaller file system. */
+static void grow_root(const char *dev, const char *mnt)
+{
+	int fd = open(dev, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		log_msg("grow root: open %s: %s", dev, strerror(errno));
+		return;
+	}
+	uint64_t bytes = 0;
+	uint8_t sb[1024];
+	bool ok = ioctl(fd, BLKGETSIZE64, &bytes) == 0 && pread(fd, sb, sizeof sb, 1024) == (ssize_t)sizeof sb;
+	close(fd);
+	if (!ok || sb[56] != 0x53 || sb[57] != 0xef) {
+		log_msg("grow root: cannot read the size of %s", dev);
+		return;
+	}
+	uint32_t log_block = le32(sb + 24);
+	if (log_block > 6)
+		return;
+	uint64_t block = 1024ull << log_block;
+	uint64_t count = le32(sb + 4);
+	if (le32(sb + 96) & 0x80) /* INCOMPAT_64BIT: the high half is valid */
+		count |= (uint64_t)le32(sb + 0x150) << 32;
+	uint64_t want = bytes / block;
+	if (want <= count)
+		return;
+	int dir = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0 || ioctl(dir, EXT4_IOC_RESIZE_FS, &want) != 0)
+		log_msg("grow root: resize %s from %llu to %llu blocks: %s", dev, (unsigned long long)count,
+			(unsigned long long)want, strerror(errno));
+	else
+		log_debug("grew root from %llu to %llu blocks", (unsigned long long)count,
+			  (unsigned long long)want);
+	if (dir >= 0)
+		close(dir);
+}
 
 static int cmp_str(const void *a, const void *b)
 {
@@ -189,6 +241,7 @@ int stage1_main(void)
 		if (!retry_while_probing(deadline))
 			fatal("mount %s (ext4) on /newroot: %s", dev, strerror(errno));
 	}
+	grow_root(dev, "/newroot");
 	if (mkdir_p1("/newroot/dev", 0755) != 0)
 		fatal("cannot create /newroot/dev");
 	if (mount("/dev", "/newroot/dev", NULL, MS_MOVE, NULL) != 0)

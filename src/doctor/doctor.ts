@@ -4,7 +4,7 @@
  */
 import { access, constants, stat } from 'node:fs/promises';
 import { BUILD, StatePaths } from '../paths.js';
-import { run } from '../proc/spawn.js';
+import { findHostTool, hostToolMissing, run } from '../proc/spawn.js';
 import { chooseAccel } from '../supervisors/qemu/accel.js';
 import { listKernels, verifyKernel } from '../kernel/index.js';
 import { sha256File } from '../util/fs.js';
@@ -86,16 +86,23 @@ export async function doctor(options: { stateDir?: string } = {}): Promise<Docto
   return { verdict, backend: 'qemu', accel: { name: accel.accel, reason: accel.reason }, checks };
 }
 
+/** A host tool: where it was found (PATH, then the sbin folders) and its version line. */
 async function toolCheck(name: string, argv: string[], pkg: string): Promise<DoctorCheck> {
+  const path = findHostTool(argv[0] ?? '');
   try {
-    const result = await run(argv, { allowFailure: true, timeoutMs: 10_000, providedBy: pkg });
+    if (path === undefined) throw new Error('not found');
+    const result = await run([path, ...argv.slice(1)], {
+      allowFailure: true,
+      timeoutMs: 10_000,
+      providedBy: pkg,
+    });
     const text = (result.stdout.toString() + result.stderr.toString()).trim().split('\n')[0] ?? '';
-    return { name, status: 'ok', detail: text };
+    return { name, status: 'ok', detail: `${path}: ${text}` };
   } catch {
     return {
       name,
       status: 'fail',
-      detail: `${argv[0]} not found`,
+      detail: hostToolMissing(argv[0] ?? ''),
       remediation: `Install it: apt-get install ${pkg} (or run \`npm run setup\`).`,
     };
   }

@@ -31,7 +31,7 @@ import {
 } from '../workspace/lifecycle.js';
 import { generateRunName } from '../workspace/names.js';
 import type { NetworkOptions } from '../workspace/network.js';
-import { PROFILES } from '../workspace/profiles.js';
+import { DISK_MIB_MAX, DISK_MIB_MIN, PROFILES } from '../workspace/profiles.js';
 import type { WorkspaceRecord } from '../workspace/record.js';
 import { runCommand } from '../workspace/run.js';
 import { loadWorkspace } from '../workspace/store.js';
@@ -105,6 +105,12 @@ const memoryMib = z
   .min(128)
   .max(65536)
   .describe('Memory in MiB (overrides the profile)');
+const diskMib = z
+  .number()
+  .int()
+  .min(DISK_MIB_MIN)
+  .max(DISK_MIB_MAX)
+  .describe("Root disk size in MiB, pinned (default: the profile's, never smaller than the image)");
 const timeoutMs = z
   .number()
   .int()
@@ -247,6 +253,7 @@ export const TOOLS: ToolDef[] = [
       profile: profile.optional(),
       cpus: cpus.optional(),
       memory_mib: memoryMib.optional(),
+      disk_mib: diskMib.optional(),
       labels: labels.optional(),
       network: network.optional(),
       boot_timeout_ms: bootTimeoutMs.optional(),
@@ -276,6 +283,7 @@ export const TOOLS: ToolDef[] = [
         ...(a.profile !== undefined ? { profile: a.profile } : {}),
         ...(a.cpus !== undefined ? { cpus: a.cpus } : {}),
         ...(a.memory_mib !== undefined ? { memoryMiB: a.memory_mib } : {}),
+        ...(a.disk_mib !== undefined ? { diskMiB: a.disk_mib } : {}),
         ...(a.labels ? { labels: a.labels } : {}),
         ...networkOptions(a.network),
         ...(a.boot_timeout_ms !== undefined ? { bootTimeoutMs: a.boot_timeout_ms } : {}),
@@ -322,6 +330,7 @@ export const TOOLS: ToolDef[] = [
       profile: profile.optional(),
       cpus: cpus.optional(),
       memory_mib: memoryMib.optional(),
+      disk_mib: diskMib.optional(),
       env: env.optional().describe('Environment for every command in the workspace'),
       labels: labels.optional(),
       setup: z
@@ -368,6 +377,7 @@ export const TOOLS: ToolDef[] = [
         ...(a.profile !== undefined ? { profile: a.profile } : {}),
         ...(a.cpus !== undefined ? { cpus: a.cpus } : {}),
         ...(a.memory_mib !== undefined ? { memoryMiB: a.memory_mib } : {}),
+        ...(a.disk_mib !== undefined ? { diskMiB: a.disk_mib } : {}),
         ...(a.env ? { env: { ...base.env, ...a.env } } : {}),
         ...(a.labels ? { labels: { ...base.labels, ...a.labels } } : {}),
         ...(a.setup ? { setup: a.setup } : {}),

@@ -5,7 +5,8 @@
  * whole group, then confirm it is gone).
  */
 import { spawn, type ChildProcess, type SpawnOptions, type StdioOptions } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import { MicroagentError } from '../errors.js';
 
 export interface RunOptions {
@@ -44,9 +45,10 @@ export async function run(argv: readonly string[], options: RunOptions = {}): Pr
   const [file, ...args] = argv;
   if (file === undefined) throw new MicroagentError('INTERNAL', 'run() needs a program');
   const max = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT;
-  const child = spawn(file, args, {
+  const env = options.env ?? process.env;
+  const child = spawn(file.includes('/') ? file : (findHostTool(file, env) ?? file), args, {
     cwd: options.cwd,
-    env: options.env ?? process.env,
+    env,
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true, // own process group, so a stop reaches grandchildren too
   });
@@ -82,7 +84,7 @@ export async function run(argv: readonly string[], options: RunOptions = {}): Pr
     return result;
   } catch (err) {
     if (isEnoent(err)) {
-      throw new MicroagentError('HOST_TOOL_MISSING', `${file} is not installed or not on PATH`, {
+      throw new MicroagentError('HOST_TOOL_MISSING', hostToolMissing(file), {
         remediation: options.providedBy
           ? `Install it with \`apt-get install ${options.providedBy}\` or run \`npm run setup\`.`
           : undefined,
@@ -95,6 +97,42 @@ export async function run(argv: readonly string[], options: RunOptions = {}): Pr
     if (timer) clearTimeout(timer);
     options.signal?.removeEventListener('abort', onAbort);
   }
+}
+
+/**
+ * The distribution's sbin folders: e2fsprogs (mke2fs, debugfs, e2fsck)
+ * lives in /sbin on Debian, which an ordinary user's PATH lacks. Host
+ * tools are looked for there after PATH.
+ */
+export const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'] as const;
+
+/**
+ * The absolute path of a host tool: the first executable file `name` on
+ * PATH, then in SBIN_DIRS; undefined when there is none.
+ */
+export function findHostTool(
+  name: string,
+  env: NodeJS.ProcessEnv = process.env,
+): string | undefined {
+  const dirs = [...(env.PATH ?? '').split(delimiter).filter(Boolean), ...SBIN_DIRS];
+  for (const d of dirs) {
+    const p = join(d, name);
+    try {
+      accessSync(p, constants.X_OK);
+      if (!statSync(p).isFile()) continue;
+    } catch {
+      continue;
+    }
+    return p;
+  }
+  return undefined;
+}
+
+/** The message for a host tool that findHostTool cannot find. */
+export function hostToolMissing(name: string): string {
+  return name.includes('/')
+    ? `${name} does not exist or is not executable`
+    : `${name} is not installed (looked on PATH and in ${SBIN_DIRS.join(', ')})`;
 }
 
 export function toolFailed(result: RunResult): MicroagentError {

@@ -16,11 +16,17 @@ import { qcow2Overlay, QCOW2_MAX_DIRECT_SIZE } from './qcow2.js';
  * writes land in the overlay, the baseline is never modified, so many
  * workspaces share one baseline. Created under a temporary name and renamed
  * into place; mode 0600. Written directly (rootfs/qcow2.ts) up to 4 TiB,
- * by qemu-img beyond.
+ * by qemu-img beyond. Its virtual size is sizeBytes when that is larger
+ * than the baseline (reads past the baseline's end return zeros; the guest
+ * grows its file system into the room), else the baseline's.
  *
  * @throws IMAGE_BUILD_FAILED when the baseline is missing; HOST_TOOL_* from qemu-img
  */
-export async function createOverlay(baselinePath: string, overlayPath: string): Promise<void> {
+export async function createOverlay(
+  baselinePath: string,
+  overlayPath: string,
+  sizeBytes = 0,
+): Promise<void> {
   // The backing path is stored in the overlay header as given: make it
   // absolute so the overlay works from any working directory.
   const baseline = resolve(baselinePath);
@@ -31,9 +37,10 @@ export async function createOverlay(baselinePath: string, overlayPath: string): 
   if (size === undefined) {
     throw new MicroagentError('IMAGE_BUILD_FAILED', `baseline image ${baseline} does not exist`);
   }
-  if (size > 0 && size <= QCOW2_MAX_DIRECT_SIZE) {
+  const virtual = Math.max(size, sizeBytes);
+  if (size > 0 && virtual <= QCOW2_MAX_DIRECT_SIZE) {
     // What qemu-img would write, without a process start per workspace.
-    await writeFileAtomic(overlayPath, qcow2Overlay(baseline, size), 0o600);
+    await writeFileAtomic(overlayPath, qcow2Overlay(baseline, virtual), 0o600);
     return;
   }
   const tmp = join(
@@ -53,6 +60,7 @@ export async function createOverlay(baselinePath: string, overlayPath: string): 
         '-b',
         baseline, // the backing file (absolute)
         tmp,
+        String(Math.ceil(virtual / 512) * 512), // bytes; at least the baseline's
       ],
       { providedBy: 'qemu-utils', timeoutMs: 60_000 },
     );

@@ -6,7 +6,7 @@
  */
 import { MicroagentError } from '../errors.js';
 import type { CreateOptions } from '../workspace/lifecycle.js';
-import { parseMemory } from '../workspace/profiles.js';
+import { parseDiskSize, parseMemory } from '../workspace/profiles.js';
 import type { RunOptions } from '../workspace/run.js';
 import { bestIssue, describeIssue, formatPath, SpecSchema, type Spec } from './spec.js';
 
@@ -17,6 +17,7 @@ export interface SpecFlags {
   profile?: string;
   cpus?: string | number;
   memory?: string;
+  diskSize?: string;
   /** KEY=VALUE */
   env?: string[];
   setup?: string[];
@@ -57,6 +58,7 @@ export function mergeSpecWithFlags(spec: Spec, flags: SpecFlags): Spec {
     merged.cpus = /^\d+$/.test(text) ? Number(text) : text;
   }
   if (flags.memory !== undefined) merged.memory = flags.memory;
+  if (flags.diskSize !== undefined) merged.diskSize = flags.diskSize;
   if (flags.env !== undefined) merged.env = { ...spec.env, ...keyValues(flags.env, 'env') };
   if (flags.label !== undefined)
     merged.labels = { ...spec.labels, ...keyValues(flags.label, 'label') };
@@ -87,14 +89,24 @@ export function mergeSpecWithFlags(spec: Spec, flags: SpecFlags): Spec {
   return result;
 }
 
-const FLAG_OF: Record<string, string> = { labels: 'label', outputs: 'output', network: 'network' };
+const FLAG_OF: Record<string, string> = {
+  labels: 'label',
+  outputs: 'output',
+  network: 'network',
+  diskSize: 'disk-size',
+};
 
-function resources(spec: Spec): Pick<CreateOptions, 'profile' | 'cpus' | 'memoryMiB'> {
+function resources(spec: Spec): Pick<CreateOptions, 'profile' | 'cpus' | 'memoryMiB' | 'diskMiB'> {
   return {
     ...(spec.profile !== undefined ? { profile: spec.profile } : {}),
     ...(spec.cpus !== undefined ? { cpus: spec.cpus } : {}),
     ...(spec.memory !== undefined
       ? { memoryMiB: typeof spec.memory === 'number' ? spec.memory : parseMemory(spec.memory) }
+      : {}),
+    ...(spec.diskSize !== undefined
+      ? {
+          diskMiB: typeof spec.diskSize === 'number' ? spec.diskSize : parseDiskSize(spec.diskSize),
+        }
       : {}),
   };
 }

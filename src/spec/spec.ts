@@ -92,6 +92,22 @@ export const SpecSchema = z
         z.string().regex(/^\d+\s*(m|mi|mib|mb|g|gi|gib|gb)?$/i, 'must look like 512, 512M or 2G'),
       ])
       .optional(),
+    /** The root disk, pinned: MiB as a number, or a size such as "4G". */
+    diskSize: z
+      .union([
+        z
+          .number()
+          .int()
+          .min(64)
+          .max(2 * 1024 * 1024),
+        z
+          .string()
+          .regex(
+            /^\d+\s*(m|mi|mib|mb|g|gi|gib|gb|t|ti|tib|tb)?$/i,
+            'must look like 512M, 4G or 1T',
+          ),
+      ])
+      .optional(),
     env: StringMap.optional(),
     /** A list is the argv; a string is run with `sh -c`. */
     command: z.union([z.array(z.string()).min(1), z.string().min(1)]).optional(),

@@ -57,6 +57,8 @@ export interface CreateOptions {
   profile?: string;
   cpus?: number;
   memoryMiB?: number;
+  /** Pins the root disk's size (default: the profile's, as a floor). */
+  diskMiB?: number;
   env?: Record<string, string>;
   labels?: Record<string, string>;
   /** Shell commands run once at create, in a setup boot (`sh -c`). */
@@ -135,7 +137,7 @@ export async function createWorkspace(options: CreateOptions): Promise<Workspace
       identity: newIdentity(name, options.labels),
       image: plan.imageRecord,
       kernel: plan.kernelRecord,
-      resources,
+      resources: plan.resources,
       env,
       ...(options.setup && options.setup.length > 0 ? { setup: options.setup } : {}),
       ...(options.outputs ? { outputs: options.outputs } : {}),

@@ -14,10 +14,22 @@ export const PROFILES = {
 export type ProfileName = keyof typeof PROFILES;
 export const DEFAULT_PROFILE: ProfileName = 'small';
 
+/** A workspace disk's size bounds (--disk-size). */
+export const DISK_MIB_MIN = 64;
+export const DISK_MIB_MAX = 2 * 1024 * 1024;
+
 export interface Resources {
   profile: ProfileName;
   cpus: number;
   memoryMiB: number;
+  /**
+   * The root disk's size: the profile's (a floor: the disk is never smaller
+   * than the image) or --disk-size's (pinned: exactly that, or an error
+   * when the image does not fit). The record keeps the size the disk got.
+   */
+  diskMiB: number;
+  /** --disk-size was given. */
+  diskPinned?: boolean;
 }
 
 export function isProfileName(value: string): value is ProfileName {
@@ -29,6 +41,8 @@ export function resolveResources(options: {
   profile?: string;
   cpus?: number;
   memoryMiB?: number;
+  diskMiB?: number;
+  diskPinned?: boolean;
 }): Resources {
   const profile = options.profile ?? DEFAULT_PROFILE;
   if (!isProfileName(profile)) {
@@ -48,7 +62,29 @@ export function resolveResources(options: {
       `memory must be 128-65536 MiB (got ${memoryMiB})`,
     );
   }
-  return { profile, cpus, memoryMiB };
+  const diskMiB = options.diskMiB ?? base.diskMiB;
+  if (!Number.isInteger(diskMiB) || diskMiB < DISK_MIB_MIN || diskMiB > DISK_MIB_MAX) {
+    throw new MicroagentError(
+      'INVALID_ARGUMENT',
+      `disk size must be ${DISK_MIB_MIN} MiB to ${DISK_MIB_MAX / 1024 / 1024} TiB (got ${diskMiB} MiB)`,
+      { remediation: 'Give --disk-size as e.g. 512M, 4G or 1T.' },
+    );
+  }
+  const pinned = options.diskPinned ?? options.diskMiB !== undefined;
+  return { profile, cpus, memoryMiB, diskMiB, ...(pinned ? { diskPinned: true } : {}) };
+}
+
+/** Parses "512M", "4G", "1T" (or plain MiB) into MiB, for --disk-size. */
+export function parseDiskSize(text: string): number {
+  const m = /^(\d+)\s*(m|mi|mib|mb|g|gi|gib|gb|t|ti|tib|tb)?$/i.exec(text.trim());
+  if (!m) {
+    throw new MicroagentError(
+      'INVALID_ARGUMENT',
+      `--disk-size must look like 512M, 4G or 1T (got "${text}")`,
+    );
+  }
+  const unit = (m[2] ?? 'm').toLowerCase()[0];
+  return Number(m[1]) * (unit === 't' ? 1024 * 1024 : unit === 'g' ? 1024 : 1);
 }
 
 /** Parses "512", "512M", "512MiB", "2G", "2GiB" into MiB. */

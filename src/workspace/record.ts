@@ -88,7 +88,15 @@ export const WorkspaceRecordSchema = z
       })
       .strict(),
     resources: z
-      .object({ profile: z.string(), cpus: z.number().int(), memoryMiB: z.number().int() })
+      .object({
+        profile: z.string(),
+        cpus: z.number().int(),
+        memoryMiB: z.number().int(),
+        /** The root disk's size (absent in older records: the image's size). */
+        diskMiB: z.number().int().positive().optional(),
+        /** --disk-size pinned it. */
+        diskPinned: z.boolean().optional(),
+      })
       .strict(),
     env: z.record(z.string(), z.string()),
     /** Shell commands run once, in a setup boot at create. */

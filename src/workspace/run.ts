@@ -50,6 +50,8 @@ export interface RunOptions {
   profile?: string;
   cpus?: number;
   memoryMiB?: number;
+  /** Pins the root disk's size (default: the profile's, as a floor). */
+  diskMiB?: number;
   labels?: Record<string, string>;
   accel?: 'auto' | 'kvm' | 'tcg';
   bootTimeoutMs?: number;
@@ -178,7 +180,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       identity,
       image: plan.imageRecord,
       kernel: plan.kernelRecord,
-      resources,
+      resources: plan.resources,
       env: options.env ?? {},
       network,
     };
@@ -289,7 +291,7 @@ export async function runCommand(options: RunOptions): Promise<RunResult> {
       },
       kernel: { id: plan.kernelRecord.id, version: plan.kernelRecord.version },
       accel: { name: vm.accel, reason: vm.accelReason },
-      resources,
+      resources: plan.resources,
       timings: {
         prepareMs: Math.round(tPrepared - t0),
         bootMs: Math.round((tReady || tExec) - tPrepared),

@@ -41,6 +41,8 @@ export interface WorkspaceStatus {
   outputs?: Record<string, string>;
   /** Network mode and published ports (docs/networking.md). */
   network: NetworkSettings;
+  /** The root disk: its size, what it takes on the host, and (running) the guest's use. */
+  disk: DiskView;
   vm?: {
     monitorPid: number;
     qemuPid?: number;
@@ -56,7 +58,66 @@ export interface WorkspaceStatus {
   verification: Verification;
 }
 
+export interface DiskView {
+  /** The disk's size as the guest sees it (the overlay's virtual size). */
+  sizeBytes: number;
+  /** Bytes the workspace's own overlay takes on the host (the image's baseline is shared). */
+  hostBytes: number;
+  /** While it runs: the root file system's use as the guest's `df` reports it. */
+  guest?: { usedBytes: number; availableBytes: number };
+}
+
 const PROBE_TIMEOUT_MS = 2_000;
+
+/** The qcow2 header's virtual size (bytes 24-31), or undefined. */
+async function qcow2VirtualSize(path: string): Promise<number | undefined> {
+  const h = await open(path, 'r');
+  try {
+    const b = Buffer.alloc(32);
+    const { bytesRead } = await h.read(b, 0, 32, 0);
+    if (bytesRead < 32 || b.toString('latin1', 0, 4) !== 'QFI\xfb') return undefined;
+    return Number(b.readBigUInt64BE(24));
+  } finally {
+    await h.close();
+  }
+}
+
+async function diskView(
+  ws: WorkspacePaths,
+  record: WorkspaceRecord,
+  running: boolean,
+): Promise<DiskView> {
+  let sizeBytes = (record.resources.diskMiB ?? 0) * 1024 * 1024;
+  let hostBytes = 0;
+  try {
+    const st = await stat(ws.disk);
+    hostBytes = st.blocks * 512;
+    sizeBytes = (await qcow2VirtualSize(ws.disk)) ?? sizeBytes;
+  } catch {
+    // no disk (yet): the record's size
+  }
+  const view: DiskView = { sizeBytes, hostBytes };
+  if (running) {
+    try {
+      let out = '';
+      const exit = await execInGuest(
+        ws.agentSocket,
+        { argv: ['df', '-P', '-k', '/'], timeoutMs: PROBE_TIMEOUT_MS },
+        { timeoutMs: PROBE_TIMEOUT_MS, onStdout: (c) => void (out += c.toString('utf8')) },
+      );
+      const f = out.trim().split('\n')[1]?.trim().split(/\s+/);
+      if (exit.status === 'exited' && exit.exitCode === 0 && f && f.length >= 4) {
+        const used = Number(f[2]);
+        const avail = Number(f[3]);
+        if (Number.isFinite(used) && Number.isFinite(avail))
+          view.guest = { usedBytes: used * 1024, availableBytes: avail * 1024 };
+      }
+    } catch {
+      // an image without df, or a guest that does not answer: host figures only
+    }
+  }
+  return view;
+}
 
 /** Full status of one workspace, with live readiness probes when it runs. */
 export async function workspaceStatus(options: {
@@ -65,9 +126,10 @@ export async function workspaceStatus(options: {
 }): Promise<WorkspaceStatus> {
   const paths = new StatePaths(options.stateDir);
   const { ws, record, vm } = await loadWorkspace(paths, options.name);
-  const [readiness, verification] = await Promise.all([
+  const [readiness, verification, disk] = await Promise.all([
     readinessOf(ws, record, vm),
     verifyWorkspace(paths, record),
+    diskView(ws, record, record.state === 'running' && vm?.readyAt !== undefined),
   ]);
   return {
     name: record.name,
@@ -81,6 +143,7 @@ export async function workspaceStatus(options: {
     resources: record.resources,
     ...(record.outputs ? { outputs: record.outputs } : {}),
     network: networkOf(record),
+    disk,
     ...(vm
       ? {
           vm: {

@@ -3,6 +3,7 @@
  * plan (verified kernel, image baseline, private overlay, config disk) and
  * drives the supervisor executable to start, stop and kill its VM.
  */
+import { stat } from 'node:fs/promises';
 import { prepareBootKernel, type BootKernel } from '../kernel/boot.js';
 import { BUILD, type StatePaths, type WorkspacePaths } from '../paths.js';
 import { currentProcess } from '../proc/spawn.js';
@@ -17,7 +18,7 @@ import {
   type SupervisorRequestInput,
   type VmStatus,
 } from '../vmkit/schema.js';
-import { errorFromJSON } from '../errors.js';
+import { errorFromJSON, MicroagentError } from '../errors.js';
 import { hostnameFor } from './names.js';
 import { guestNetworkConfig, vmNetwork, type NetworkSettings } from './network.js';
 import type { Resources } from './profiles.js';
@@ -72,8 +73,9 @@ export async function prepareBoot(
   },
 ): Promise<BootPlan> {
   const { image, kernel } = options;
+  const resources = await diskFor(image, options.resources);
   await Promise.all([
-    createOverlay(image.baseline, ws.disk),
+    createOverlay(image.baseline, ws.disk, resources.diskMiB * MiB),
     writeBootConfig(
       ws,
       options.name,
@@ -102,9 +104,28 @@ export async function prepareBoot(
       kernelSha256: kernel.sha256.kernel,
       initramfsSha256: kernel.sha256.initramfs,
     },
-    resources: options.resources,
+    resources,
     ...(options.network ? { network: options.network } : {}),
   };
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * The root disk's size for these resources: the profile's size as a floor
+ * (never smaller than the image), or a pinned --disk-size, which the image
+ * must fit in.
+ */
+async function diskFor(image: ResolvedImage, resources: Resources): Promise<Resources> {
+  const imageMiB = Math.ceil((await stat(image.baseline)).size / MiB);
+  if (resources.diskPinned === true && resources.diskMiB < imageMiB) {
+    throw new MicroagentError(
+      'INVALID_ARGUMENT',
+      `--disk-size ${resources.diskMiB} MiB is smaller than the image's file system (${imageMiB} MiB)`,
+      { remediation: `Give --disk-size ${imageMiB}M or more, or leave it out.` },
+    );
+  }
+  return { ...resources, diskMiB: Math.max(resources.diskMiB, imageMiB) };
 }
 
 /**

@@ -314,6 +314,91 @@ describe('persistent workspaces', { timeout: 900_000 }, () => {
     await ok(['delete', name]);
   });
 
+  it('sizes the root disk by profile (a floor) or --disk-size (pinned), and grows the guest file system to fill it', async () => {
+    const dfKiB = async (name: string): Promise<number> => {
+      const out = await ok(['exec', name, '--', 'df', '-P', '-k', '/']);
+      return Number(out.trim().split('\n')[1]?.trim().split(/\s+/)[1]);
+    };
+    const small = wsName('disk-small');
+    const pinned = wsName('disk-pinned');
+    await ok(['create', small]);
+    await ok(['create', pinned, '--profile', 'tiny', '--disk-size', '2G']);
+    let doc = (await jsonOf(['status', small])) as {
+      resources: { diskMiB: number };
+      disk: { sizeBytes: number };
+    };
+    assert.equal(doc.resources.diskMiB, 1024, "the small profile's disk");
+    assert.equal(doc.disk.sizeBytes, 1024 * 1024 * 1024);
+    doc = (await jsonOf(['status', pinned])) as typeof doc;
+    assert.equal(doc.resources.diskMiB, 2048, '--disk-size wins over the profile');
+    await ok(['start', small]);
+    await ok(['start', pinned]);
+    // ext4 takes its own share; the rest of the disk is the guest's.
+    const kSmall = await dfKiB(small);
+    const kPinned = await dfKiB(pinned);
+    assert.ok(kSmall > 900 * 1024 && kSmall <= 1024 * 1024, `small: ${kSmall} KiB`);
+    assert.ok(kPinned > 1900 * 1024 && kPinned <= 2048 * 1024, `pinned: ${kPinned} KiB`);
+    const status = (await jsonOf(['status', small])) as {
+      disk: { guest?: { usedBytes: number; availableBytes: number } };
+    };
+    assert.ok((status.disk.guest?.availableBytes ?? 0) > 800 * 1024 * 1024, 'status shows the use');
+    // Grown once: a second boot finds it full size already.
+    await ok(['halt', small]);
+    await ok(['start', small]);
+    assert.equal(await dfKiB(small), kSmall);
+    // A pinned size the image does not fit in is refused, and nothing is left.
+    const tooSmall = wsName('disk-too-small');
+    const r = (await jsonOf(['create', tooSmall, '--disk-size', '64M'])) as {
+      ok: boolean;
+      error: { code: string; message: string };
+    };
+    assert.equal(r.error.code, 'INVALID_ARGUMENT');
+    assert.match(r.error.message, /smaller than the image/);
+    assert.equal(await errorCode(['status', tooSmall]), 'WORKSPACE_NOT_FOUND');
+    await ok(['kill', small]);
+    await ok(['kill', pinned]);
+  });
+
+  it('gives a guest that fills its disk ENOSPC, and exec, cp, halt and start still work', async () => {
+    const name = wsName('full');
+    await ok(['create', name, '--disk-size', '320M']);
+    await ok(['start', name]);
+    const r = await cli([
+      'exec',
+      name,
+      '--',
+      'sh',
+      '-c',
+      'dd if=/dev/zero of=/root/fill bs=1M 2>&1; echo rc=$?; df -P -k / | tail -1',
+    ]);
+    assert.equal(r.code, 0, r.stderr.toString());
+    const out = r.stdout.toString();
+    assert.match(out, /No space left on device/);
+    assert.match(out, /rc=1/);
+    assert.match(out, /\s0\s+100%\s+\/$/m, `the disk is full: ${out}`);
+    // Everything else goes on.
+    assert.equal(await ok(['exec', name, '--', 'echo', 'alive']), 'alive\n');
+    const dir = await mkdtemp(join(tmpdir(), 'ma-full-'));
+    try {
+      await ok(['cp', `${name}:/etc/hostname`, join(dir, 'hostname')]);
+      assert.equal(await readFile(join(dir, 'hostname'), 'utf8'), `${name}\n`);
+      await writeFile(join(dir, 'more'), randomBytes(1024 * 1024));
+      const into = await cli(['--json', 'cp', join(dir, 'more'), `${name}:/root/more`]);
+      assert.notEqual(into.code, 0, 'a copy into a full disk fails');
+      assert.match(into.stdout.toString(), /space|ENOSPC/i);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    await ok(['halt', name]);
+    await ok(['start', name]);
+    await ok(['exec', name, '--', 'rm', '/root/fill']);
+    assert.equal(
+      await ok(['exec', name, '--', 'sh', '-c', 'echo ok > /root/after; cat /root/after']),
+      'ok\n',
+    );
+    await ok(['kill', name]);
+  });
+
   it('leaves no process behind', async () => {
     for (const name of created) await cli(['kill', name]);
     for (const name of created) {

@@ -24,7 +24,7 @@ import { isMicroagentError, type ErrorCode } from '../../src/errors.js';
 import { StatePaths } from '../../src/paths.js';
 import { run } from '../../src/proc/spawn.js';
 import { sha256, sha256File } from '../../src/util/fs.js';
-import { obtainDeb, extractDeb, resolveAptKernel } from '../../src/kernel/apt.js';
+import { kernelDeb } from '../support/kernel-deb.js';
 
 const haveApt = existsSync('/usr/bin/apt-cache') && existsSync('/usr/bin/dpkg-deb');
 const skip = haveApt ? false : 'needs Debian apt and dpkg-deb';
@@ -221,16 +221,11 @@ describe('kernel (real apt kernel)', { skip }, () => {
 
     before(async () => {
       vmlinux = join(paths.kernelDir(installed.id), 'vmlinux');
-      // The bzImage of the same package: from an unpacked .deb if one is at
-      // hand, else from apt's cache or a download (checked like an install).
-      const local = `/tmp/kdeb/x/boot/vmlinuz-${installed.manifest.version}`;
-      if (existsSync(local)) bzImage = local;
-      else {
-        const work = await mkdtemp(join(root, 'deb-'));
-        const pkg = await resolveAptKernel(installed.manifest.source.package);
-        await extractDeb((await obtainDeb(pkg, work)).path, join(work, 'x'));
-        bzImage = join(work, 'x', 'boot', `vmlinuz-${pkg.release}`);
-      }
+      // The bzImage of the same package, unpacked once for the suite
+      // (test/support/kernel-deb.ts: apt's cache or a download, checked).
+      const deb = await kernelDeb();
+      assert.equal(deb.release, installed.manifest.version);
+      bzImage = deb.bzImage;
     });
 
     test('file: an ELF vmlinux with the right SHA-256 installs as custom-<sha12>, no modules', async () => {

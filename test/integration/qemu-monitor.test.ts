@@ -4,13 +4,14 @@
  * QEMU exits, or — with panic=0 on the command line — hangs forever after
  * the panic, which gives a long-lived VM without a guest init.
  *
- * Skips when QEMU, the kernel or build/vmm-exec is missing.
+ * The kernel is the Debian cloud kernel's bzImage (test/support/kernel-deb.ts,
+ * from apt's cache or the archive), or MICROAGENT_TEST_KERNEL.
  */
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { MicroagentError } from '../../src/errors.js';
 import { connectAgent } from '../../src/guest/agent-client.js';
 import { BUILD } from '../../src/paths.js';
@@ -18,13 +19,15 @@ import { isAlive, procStat, signalProcess, sleep, spawnDetached } from '../../sr
 import { callSupervisor } from '../../src/vmkit/client.js';
 import type { StartConfigInput } from '../../src/vmkit/schema.js';
 import { killProcessesMentioning, waitNoProcesses } from '../helpers.js';
+import { HAVE_APT, kernelDeb } from '../support/kernel-deb.js';
 
-const KERNEL =
-  process.env.MICROAGENT_TEST_KERNEL ?? '/tmp/kdeb/x/boot/vmlinuz-6.1.0-56-cloud-amd64';
-const missing = [KERNEL, BUILD.vmmExec, '/usr/bin/qemu-system-x86_64'].filter(
-  (p) => !existsSync(p),
-);
-const skip = missing.length > 0 ? `needs ${missing.join(', ')}` : false;
+let KERNEL = process.env.MICROAGENT_TEST_KERNEL ?? '';
+const missing = [BUILD.vmmExec, '/usr/bin/qemu-system-x86_64'].filter((p) => !existsSync(p));
+const skip = !HAVE_APT
+  ? 'host capability: Debian apt (for the kernel package)'
+  : missing.length > 0
+    ? `needs ${missing.join(', ')}`
+    : false;
 
 const root = mkdtempSync(join(tmpdir(), 'ma-qemu-'));
 const extraPids: number[] = [];
@@ -68,6 +71,10 @@ function status(runtimeDir: string) {
 }
 
 describe('qemu supervisor + monitor with a real kernel', { skip }, () => {
+  before(async () => {
+    if (KERNEL === '') KERNEL = (await kernelDeb()).bzImage;
+  });
+
   it('reports a kernel panic as BOOT_FAILED with the console tail, and leaves no process', async () => {
     const c = config();
     const t0 = Date.now();

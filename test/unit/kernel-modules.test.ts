@@ -14,17 +14,10 @@ import {
 import { isMicroagentError } from '../../src/errors.js';
 import { makeKo } from './helpers/kernel-fixtures.js';
 import { moduleWaves } from '../../src/kernel/initramfs.js';
+import { HAVE_APT, kernelDeb } from '../support/kernel-deb.js';
 
-/** An unpacked Debian kernel .deb (dpkg-deb -x); see docs/kernel.md. */
-const KDEB = process.env.MICROAGENT_TEST_KDEB ?? '/tmp/kdeb/x';
-function realModulesDir(): string | undefined {
-  const base = join(KDEB, 'lib', 'modules');
-  if (!existsSync(base)) return undefined;
-  const release = readdirSync(base)[0]; // sync: decided at load time, to skip or not
-  return release ? join(base, release) : undefined;
-}
-const realDir = realModulesDir();
-const skipReal = realDir ? false : `no unpacked kernel .deb at ${KDEB} (set MICROAGENT_TEST_KDEB)`;
+/** The real kernel's modules: an unpacked Debian .deb (test/support/kernel-deb.ts). */
+const skipReal = HAVE_APT ? false : 'host capability: Debian apt (for the kernel package)';
 
 test('parses depends/name/vermagic from .modinfo, "-" and "_" as one', () => {
   const info = parseModinfo(
@@ -98,7 +91,8 @@ test('load waves: after every dependency in the list, virtio drivers after the t
 });
 
 test('real Debian modules: virtio closure in load order', { skip: skipReal }, async () => {
-  const tree = await ModuleTree.open(realDir!);
+  const realDir = (await kernelDeb()).modules;
+  const tree = await ModuleTree.open(realDir);
   const names = (await tree.closure(DEFAULT_WANTED_MODULES)).map((m) => m.name);
   assert.deepEqual(
     new Set(names),
@@ -121,5 +115,5 @@ test('real Debian modules: virtio closure in load order', { skip: skipReal }, as
   before('net_failover', 'virtio_net');
   // ext4 is built into the Debian cloud kernel, so it is never a module here
   assert.ok(tree.isBuiltin('ext4'));
-  assert.ok((await readdir(realDir!)).includes('modules.builtin'));
+  assert.ok((await readdir(realDir)).includes('modules.builtin'));
 });

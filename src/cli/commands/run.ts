@@ -15,7 +15,7 @@ import { IMAGE_FLAGS, imageOptionsFrom } from './image-flags.js';
 import { FILE_FLAG, specFromFlags } from './spec-file.js';
 import { specToRunOptions } from '../../spec/index.js';
 import { NETWORK_FLAGS, networkOptionsFrom } from './network.js';
-import { parseMemory } from '../../workspace/profiles.js';
+import { parseDiskSize, parseMemory } from '../../workspace/profiles.js';
 
 export const RUN_USAGE =
   'microagent run [flags] [--image REF] [--] CMD [ARGS...]  |  microagent run [flags] IMAGE [CMD [ARGS...]]';
@@ -51,6 +51,11 @@ export const RUN_FLAGS: FlagSpecs = {
   },
   cpus: { type: 'string', arg: 'N', help: 'Virtual CPUs (overrides the profile)' },
   memory: { type: 'string', arg: 'SIZE', help: 'Memory, e.g. 512M or 2G (overrides the profile)' },
+  'disk-size': {
+    type: 'string',
+    arg: 'SIZE',
+    help: "Root disk size, e.g. 4G, pinned (default: the profile's, never below the image's)",
+  },
   profile: {
     type: 'string',
     arg: 'NAME',
@@ -182,6 +187,7 @@ export async function runMain(argv: string[], out: Output): Promise<number> {
         ...(f.profile ? { profile: f.profile as string } : {}),
         ...(f.cpus ? { cpus: parsePositiveInt(f.cpus as string, 'cpus', 64) } : {}),
         ...(f.memory ? { memoryMiB: parseMemory(f.memory as string) } : {}),
+        ...(f['disk-size'] ? { diskMiB: parseDiskSize(f['disk-size'] as string) } : {}),
         ...(f['state-dir'] ? { stateDir: f['state-dir'] as string } : {}),
         accel,
         ...networkOptionsFrom(f),

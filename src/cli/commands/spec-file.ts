@@ -28,6 +28,7 @@ export async function specFromFlags(flags: Record<string, unknown>): Promise<Spe
     ...(s('profile') !== undefined ? { profile: s('profile') } : {}),
     ...(s('cpus') !== undefined ? { cpus: s('cpus') } : {}),
     ...(s('memory') !== undefined ? { memory: s('memory') } : {}),
+    ...(s('disk-size') !== undefined ? { diskSize: s('disk-size') } : {}),
     ...(l('env') !== undefined ? { env: l('env') } : {}),
     ...(l('setup') !== undefined ? { setup: l('setup') } : {}),
     ...(l('publish') !== undefined ? { publish: l('publish') } : {}),

@@ -24,7 +24,7 @@ import {
   stopWorkspace,
   waitWorkspace,
 } from '../../workspace/lifecycle.js';
-import { parseMemory } from '../../workspace/profiles.js';
+import { parseDiskSize, parseMemory } from '../../workspace/profiles.js';
 import { IMAGE_FLAGS, imageOptionsFrom } from './image-flags.js';
 import { FILE_FLAG, specFromFlags } from './spec-file.js';
 import { specToCreateOptions } from '../../spec/index.js';
@@ -37,6 +37,7 @@ import {
   readEvents,
   readLogs,
   workspaceStatus,
+  type WorkspaceStatus,
 } from '../../workspace/views.js';
 
 export interface CommandSpec {
@@ -65,6 +66,16 @@ function oneName(positionals: string[], usage: string): string {
   if (positionals.length > 1)
     throw new UsageError(`unexpected argument "${positionals[1]}"`, `Usage: ${usage}`);
   return positionals[0] as string;
+}
+
+const mib = (b: number): string => `${Math.round(b / (1024 * 1024))} MiB`;
+
+/** "1024 MiB (guest: 20 MiB used, 950 MiB free; host: 3 MiB)". */
+function diskSummary(d: WorkspaceStatus['disk']): string {
+  const guest = d.guest
+    ? `guest: ${mib(d.guest.usedBytes)} used, ${mib(d.guest.availableBytes)} free; `
+    : '';
+  return `${mib(d.sizeBytes)} (${guest}host: ${mib(d.hostBytes)})`;
 }
 
 function colourState(out: Output, state: string): string {
@@ -103,6 +114,11 @@ const CREATE_FLAGS: FlagSpecs = {
   profile: { type: 'string', arg: 'NAME', help: 'tiny, small (default), medium, large' },
   cpus: { type: 'string', arg: 'N', help: 'Virtual CPUs (overrides the profile)' },
   memory: { type: 'string', arg: 'SIZE', help: 'Memory, e.g. 512M or 2G (overrides the profile)' },
+  'disk-size': {
+    type: 'string',
+    arg: 'SIZE',
+    help: "Root disk size, e.g. 4G, pinned (default: the profile's, never below the image's)",
+  },
   env: {
     type: 'strings',
     short: 'e',
@@ -148,6 +164,7 @@ async function createMain(argv: string[], out: Output): Promise<number> {
     ...(flags.profile ? { profile: flags.profile as string } : {}),
     ...(flags.cpus ? { cpus: parsePositiveInt(flags.cpus as string, 'cpus', 64) } : {}),
     ...(flags.memory ? { memoryMiB: parseMemory(flags.memory as string) } : {}),
+    ...(flags['disk-size'] ? { diskMiB: parseDiskSize(flags['disk-size'] as string) } : {}),
     ...(flags.env ? { env: parseKeyValues(flags.env as string[], 'env') } : {}),
     ...(flags.label ? { labels: parseKeyValues(flags.label as string[], 'label') } : {}),
     ...(flags.output ? { outputs: parseKeyValues(flags.output as string[], 'output') } : {}),
@@ -299,6 +316,7 @@ async function statusMain(argv: string[], out: Output): Promise<number> {
         'resources',
         `${status.resources.profile}: ${status.resources.cpus} CPU, ${status.resources.memoryMiB} MiB`,
       ],
+      ['disk', diskSummary(status.disk)],
       [
         'network',
         networkSummary(status.network) +

@@ -16,7 +16,15 @@ import { ZodError } from 'zod';
 import { MicroagentError, toMicroagentError } from '../../errors.js';
 import { readTail } from '../../guest/console.js';
 import { BUILD, MAX_SOCKET_PATH } from '../../paths.js';
-import { isAlive, processAlive, signalGroup, sleep, spawnDetached } from '../../proc/spawn.js';
+import {
+  findHostTool,
+  hostToolMissing,
+  isAlive,
+  processAlive,
+  signalGroup,
+  sleep,
+  spawnDetached,
+} from '../../proc/spawn.js';
 import { writeJsonAtomic } from '../../util/fs.js';
 import { requireBuiltHelper } from '../../util/helpers.js';
 import { allSettledOrThrow } from '../../util/promises.js';
@@ -512,21 +520,16 @@ async function planNetwork(
 
 /** An absolute path for a program name (vmm-exec uses execv: no PATH search). */
 async function resolveProgram(name: string, pkg = 'qemu-system-x86'): Promise<string> {
-  const candidates = name.includes('/')
-    ? [name]
-    : (process.env.PATH ?? '')
-        .split(delimiter)
-        .filter(Boolean)
-        .map((d) => join(d, name));
-  for (const p of candidates) {
+  const found = name.includes('/') ? name : findHostTool(name);
+  if (found !== undefined) {
     try {
-      await access(p, constants.X_OK);
-      return p;
+      await access(found, constants.X_OK);
+      return found;
     } catch {
-      // next
+      // reported below
     }
   }
-  throw new MicroagentError('HOST_TOOL_MISSING', `${name} is not installed or not on PATH`, {
+  throw new MicroagentError('HOST_TOOL_MISSING', hostToolMissing(name), {
     remediation: `Install it with \`apt-get install ${pkg}\` or run \`npm run setup\`.`,
   });
 }
