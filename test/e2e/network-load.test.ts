@@ -263,7 +263,6 @@ describe('network under load', { timeout: 20 * 60_000 }, () => {
     const WANT = 200;
     const held: ServerResponse[] = [];
     let most = 0;
-    let releaseTimer: NodeJS.Timeout | undefined;
     const release = (): void => {
       clearTimeout(releaseTimer);
       for (const res of held.splice(0)) res.end('ok\n');
@@ -279,7 +278,7 @@ describe('network under load', { timeout: 20 * 60_000 }, () => {
     server.maxConnections = 1000;
     servers.push(server);
     const port = await listen(server, host);
-    releaseTimer = setTimeout(release, 90_000);
+    const releaseTimer = setTimeout(release, 90_000);
     const name = track(`${TAG}-conns`);
     try {
       await createAndStart(name);

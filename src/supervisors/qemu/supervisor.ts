@@ -11,7 +11,6 @@
  */
 import { closeSync, constants, openSync } from 'node:fs';
 import { access, mkdir, readFile, stat, unlink } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
 import { ZodError } from 'zod';
 import { MicroagentError, toMicroagentError } from '../../errors.js';
 import { readTail } from '../../guest/console.js';
