@@ -25,6 +25,8 @@ export interface SpecFlags {
   publish?: string[];
   /** user | isolated */
   network?: string;
+  /** --allow-host-loopback: sets network.allowHostLoopback (a flag can only turn it on). */
+  allowHostLoopback?: boolean;
   /** KEY=VALUE */
   label?: string[];
   /** NAME=/guest/path */
@@ -66,11 +68,18 @@ export function mergeSpecWithFlags(spec: Spec, flags: SpecFlags): Spec {
     merged.outputs = { ...spec.outputs, ...keyValues(flags.output, 'output') };
   }
   if (flags.setup !== undefined) merged.setup = flags.setup;
-  if (flags.network !== undefined || flags.publish !== undefined) {
+  if (
+    flags.network !== undefined ||
+    flags.publish !== undefined ||
+    flags.allowHostLoopback !== undefined
+  ) {
     merged.network = {
       ...spec.network,
       ...(flags.network !== undefined ? { mode: flags.network } : {}),
       ...(flags.publish !== undefined ? { publish: flags.publish } : {}),
+      ...(flags.allowHostLoopback !== undefined
+        ? { allowHostLoopback: flags.allowHostLoopback }
+        : {}),
     };
   }
   const parsed = SpecSchema.safeParse(merged);

@@ -262,7 +262,10 @@ async function bootWorkspace(
         initramfsPath: kernel.initramfsPath,
         imageRecord: record.image,
         kernelRecord: record.kernel,
-        resources: resolveResources(record.resources),
+        resources: resolveResources({
+          ...record.resources,
+          diskPinned: record.resources.diskPinned === true,
+        }),
         network,
       },
       {

@@ -5,6 +5,8 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { cp, readdir, rm, writeFile, readFile, stat } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
@@ -107,6 +109,39 @@ describe('microagent run', { timeout: 600_000 }, () => {
         (await cli(['run', '--json', '--file', spec, '--', 'true'])).stdout.toString(),
       );
       assert.equal(doc.result.resources.profile, 'tiny');
+      // An image from the command line is the image, not the command; the
+      // command after -- is the command.
+      for (const args of [
+        ['--image', 'default', '--'],
+        ['default', '--'],
+      ]) {
+        const im = await cli(['run', '--json', '--file', spec, ...args, 'echo', 'cmd']);
+        assert.equal(im.code, 0, im.stdout.toString() + im.stderr.toString());
+        const imDoc = JSON.parse(im.stdout.toString());
+        assert.equal(imDoc.result.stdout, 'cmd\n', args.join(' '));
+        assert.equal(imDoc.result.image.ref, 'default');
+      }
+      // --allow-host-loopback is not lost with --file.
+      const lo = createServer((_req, res) => res.end('loopback-ok\n'));
+      await new Promise<void>((r) => lo.listen(0, '127.0.0.1', r));
+      try {
+        const port = (lo.address() as AddressInfo).port;
+        const reach = await cli([
+          'run',
+          '--file',
+          spec,
+          '--allow-host-loopback',
+          '--',
+          'sh',
+          '-c',
+          `timeout 10 wget -q -O - http://10.0.2.2:${port}/`,
+        ]);
+        assert.equal(reach.code, 0, reach.stderr.toString());
+        assert.equal(reach.stdout.toString(), 'loopback-ok\n');
+      } finally {
+        lo.closeAllConnections();
+        await new Promise((r) => lo.close(r));
+      }
       await writeFile(spec, 'profile: tiny\nbogus: 1\n');
       const bad = await cli(['run', '--file', spec]);
       assert.equal(bad.code, 2);

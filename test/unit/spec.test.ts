@@ -222,6 +222,19 @@ describe('microagent.yaml', () => {
     assert.equal(specToCreateOptions(merged).memoryMiB, 2048);
   });
 
+  it('keeps --allow-host-loopback and --disk-size over a file', () => {
+    const spec = parseSpec(FULL);
+    const merged = mergeSpecWithFlags(spec, { allowHostLoopback: true, diskSize: '4G' });
+    assert.equal(merged.network?.allowHostLoopback, true);
+    assert.equal(merged.network?.mode, spec.network?.mode, 'the rest of network is kept');
+    assert.equal(specToCreateOptions(merged).diskMiB, 4096);
+    assert.equal(specToCreateOptions(parseSpec('name: a\ndiskSize: 700\n')).diskMiB, 700);
+    assert.throws(
+      () => mergeSpecWithFlags(spec, { diskSize: 'huge' }),
+      (err: MicroagentError) => err.message.startsWith('--disk-size:'),
+    );
+  });
+
   it('reports a bad flag value by its flag name', () => {
     const spec = parseSpec('image: alpine\n');
     assert.throws(

@@ -139,7 +139,7 @@ export async function runMain(argv: string[], out: Output): Promise<number> {
   const progress = !json && (out.stderr as NodeJS.WriteStream).isTTY === true;
   let result: RunResult;
   try {
-    const spec = await specFromFlags(f);
+    const spec = await specFromFlags(f, image);
     const common = {
       ...(f.cwd ? { cwd: f.cwd as string } : {}),
       ...(f.user ? { user: f.user as string } : {}),
@@ -162,10 +162,9 @@ export async function runMain(argv: string[], out: Output): Promise<number> {
       signal: abort.signal,
     };
     if (spec) {
-      const fromSpec = specToRunOptions(spec, {
-        argv: image !== undefined ? [image, ...command] : command,
-        ...common,
-      });
+      // The image (flag or before --) is merged into the spec above; what
+      // is left on the command line is the command.
+      const fromSpec = specToRunOptions(spec, { argv: command, ...common });
       if (fromSpec.argv.length === 0 && fromSpec.image === undefined) {
         throw new UsageError('the spec has no command and none was given', `Usage: ${RUN_USAGE}`);
       }

@@ -15,12 +15,20 @@ export const FILE_FLAG: FlagSpecs = {
   },
 };
 
-/** The spec named by --file merged with the flags, or undefined without --file. */
-export async function specFromFlags(flags: Record<string, unknown>): Promise<Spec | undefined> {
+/**
+ * The spec named by --file merged with the flags, or undefined without
+ * --file. `image` is run's image from before `--` (`run IMAGE -- CMD`),
+ * which overrides the spec's like --image does.
+ */
+export async function specFromFlags(
+  flags: Record<string, unknown>,
+  image?: string,
+): Promise<Spec | undefined> {
   const path = flags.file as string | undefined;
   if (path === undefined) return undefined;
   const spec = await loadSpec(path);
-  const s = (k: string): string | undefined => flags[k] as string | undefined;
+  const s = (k: string): string | undefined =>
+    k === 'image' && image !== undefined ? image : (flags[k] as string | undefined);
   const l = (k: string): string[] | undefined => flags[k] as string[] | undefined;
   return mergeSpecWithFlags(spec, {
     ...(s('image') !== undefined ? { image: s('image') } : {}),
@@ -33,6 +41,7 @@ export async function specFromFlags(flags: Record<string, unknown>): Promise<Spe
     ...(l('setup') !== undefined ? { setup: l('setup') } : {}),
     ...(l('publish') !== undefined ? { publish: l('publish') } : {}),
     ...(s('network') !== undefined ? { network: s('network') } : {}),
+    ...(flags['allow-host-loopback'] === true ? { allowHostLoopback: true } : {}),
     ...(l('label') !== undefined ? { label: l('label') } : {}),
     ...(l('output') !== undefined ? { output: l('output') } : {}),
   });
