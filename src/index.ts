@@ -16,6 +16,14 @@ export {
 // One-shot runs.
 export { runCommand, type RunOptions, type RunResult, type RunProgress } from './workspace/run.js';
 export { runCommand as run } from './workspace/run.js';
+export {
+  runDocument,
+  execDocument,
+  encodeOutput,
+  type RunDocument,
+  type ExecDocument,
+  type OutputEncoding,
+} from './workspace/documents.js';
 
 // Persistent workspaces: a typed handle per workspace.
 export {

@@ -54,16 +54,6 @@ export function exitCodeFor(error: MicroagentError): number {
   return EXIT.FAILURE;
 }
 
-/** Text when the bytes are valid UTF-8, else base64, with the encoding named. */
-export function encodeOutput(data: Buffer): { text: string; encoding: 'utf8' | 'base64' } {
-  const decoder = new TextDecoder('utf-8', { fatal: true });
-  try {
-    return { text: decoder.decode(data), encoding: 'utf8' };
-  } catch {
-    return { text: data.toString('base64'), encoding: 'base64' };
-  }
-}
-
 /** Fixed-width table for human output. */
 export function table(rows: string[][]): string {
   const widths: number[] = [];

@@ -5,6 +5,7 @@
  * calls the library and returns plain JSON. Handlers throw typed errors; the
  * server turns them into the error envelope.
  */
+import { execDocument, runDocument } from '../workspace/documents.js';
 import { Readable } from 'node:stream';
 import { resolve } from 'node:path';
 import { z } from 'zod';
@@ -175,15 +176,6 @@ function argvOf(cmd: string | string[]): string[] {
   return typeof cmd === 'string' ? ['/bin/sh', '-c', cmd] : cmd;
 }
 
-/** Text when the bytes are UTF-8, else base64, with the encoding named. */
-function encode(data: Buffer): { text: string; encoding: 'utf8' | 'base64' } {
-  try {
-    return { text: new TextDecoder('utf-8', { fatal: true }).decode(data), encoding: 'utf8' };
-  } catch {
-    return { text: data.toString('base64'), encoding: 'base64' };
-  }
-}
-
 function recordSummary(record: WorkspaceRecord): Record<string, unknown> {
   return {
     name: record.name,
@@ -301,15 +293,7 @@ export const TOOLS: ToolDef[] = [
         },
         signal: ctx.signal,
       });
-      const out = encode(Buffer.concat(stdout));
-      const err = encode(Buffer.concat(stderr));
-      return {
-        ...result,
-        stdout: out.text,
-        stdoutEncoding: out.encoding,
-        stderr: err.text,
-        stderrEncoding: err.encoding,
-      };
+      return runDocument(result, Buffer.concat(stdout), Buffer.concat(stderr));
     },
   }),
 
@@ -491,17 +475,7 @@ export const TOOLS: ToolDef[] = [
         onStderr: (c) => void stderr.push(c),
         signal: ctx.signal,
       });
-      const { type: _type, ...rest } = exit;
-      const out = encode(Buffer.concat(stdout));
-      const err = encode(Buffer.concat(stderr));
-      return {
-        workspace: a.name,
-        ...rest,
-        stdout: out.text,
-        stdoutEncoding: out.encoding,
-        stderr: err.text,
-        stderrEncoding: err.encoding,
-      };
+      return execDocument(a.name, exit, Buffer.concat(stdout), Buffer.concat(stderr));
     },
   }),
 

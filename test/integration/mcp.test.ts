@@ -240,6 +240,71 @@ describe('serve mcp', { timeout: 600_000 }, () => {
     assert.equal(existsSync(wsDir(name)), false);
   });
 
+  it('run and exec return the same document through MCP, the CLI --json and the library', async () => {
+    const { runDocument } = await import('../../src/workspace/documents.js');
+    const { runCommand } = await import('../../src/workspace/run.js');
+    const argv = ['sh', '-c', 'echo out; echo err >&2'];
+    const viaMcp = await ok('run', { command: argv });
+    const cliOut = await new Promise<string>((resolve, reject) => {
+      const child = spawn(BIN, ['run', '--json', '--state-dir', E2E_STATE_DIR, '--', ...argv], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let text = '';
+      child.stdout.on('data', (c: Buffer) => (text += c.toString()));
+      child.on('error', reject);
+      child.on('close', () => resolve(text));
+    });
+    const viaCli = (JSON.parse(cliOut) as { result: Record<string, unknown> }).result;
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const result = await runCommand({
+      argv,
+      stateDir: E2E_STATE_DIR,
+      onStdout: (c) => void out.push(c),
+      onStderr: (c) => void err.push(c),
+    });
+    const viaLib = runDocument(result, Buffer.concat(out), Buffer.concat(err)) as unknown as Record<
+      string,
+      unknown
+    >;
+    const stable = (d: Record<string, unknown>) => {
+      const { workspace: _w, timings: _t, ...rest } = d;
+      return rest;
+    };
+    assert.deepEqual(Object.keys(viaMcp), Object.keys(viaCli), 'the same fields, in order');
+    assert.deepEqual(Object.keys(viaLib), Object.keys(viaCli));
+    assert.deepEqual(stable(viaMcp), stable(viaCli));
+    assert.deepEqual(stable(viaLib), stable(viaCli));
+    assert.equal(viaCli.stdout, 'out\n');
+    assert.equal(viaCli.stderr, 'err\n');
+
+    // exec: a workspace that runs, the same document both ways.
+    const name = wsName('docs');
+    await ok('create', { name });
+    await ok('start', { name });
+    const execMcp = await ok('exec', { name, command: argv });
+    const execCli = await new Promise<string>((resolve, reject) => {
+      const child = spawn(
+        BIN,
+        ['exec', '--json', '--state-dir', E2E_STATE_DIR, name, '--', ...argv],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      let text = '';
+      child.stdout.on('data', (c: Buffer) => (text += c.toString()));
+      child.on('error', reject);
+      child.on('close', () => resolve(text));
+    });
+    const execDoc = (JSON.parse(execCli) as { result: Record<string, unknown> }).result;
+    const noTime = (d: Record<string, unknown>) => {
+      const { durationMs: _d, ...rest } = d;
+      return rest;
+    };
+    assert.deepEqual(Object.keys(execMcp), Object.keys(execDoc));
+    assert.deepEqual(noTime(execMcp), noTime(execDoc));
+    assert.equal(execDoc.workspace, name);
+    await ok('kill', { name });
+  });
+
   it('replays a create with the same idempotency_key and refuses the key with other arguments', async () => {
     const name = wsName('idem');
     const key = `key-${randomBytes(4).toString('hex')}`;

@@ -9,7 +9,8 @@ import {
   UsageError,
   type FlagSpecs,
 } from '../args.js';
-import { encodeOutput, paint, writeJson, type Output } from '../output.js';
+import { paint, writeJson, type Output } from '../output.js';
+import { runDocument } from '../../workspace/documents.js';
 import { runCommand, type RunResult } from '../../workspace/run.js';
 import { IMAGE_FLAGS, imageOptionsFrom } from './image-flags.js';
 import { FILE_FLAG, specFromFlags } from './spec-file.js';
@@ -210,27 +211,7 @@ export async function runMain(argv: string[], out: Output): Promise<number> {
   }
 
   if (json) {
-    const stdout = encodeOutput(Buffer.concat(stdoutChunks));
-    const stderr = encodeOutput(Buffer.concat(stderrChunks));
-    writeJson(out, {
-      workspace: result.workspace,
-      status: result.status,
-      exitCode: result.exitCode,
-      ...(result.signal !== undefined ? { signal: result.signal } : {}),
-      ...(result.error ? { error: result.error } : {}),
-      stdout: stdout.text,
-      stdoutEncoding: stdout.encoding,
-      stdoutTruncated: result.stdoutTruncated,
-      stderr: stderr.text,
-      stderrEncoding: stderr.encoding,
-      stderrTruncated: result.stderrTruncated,
-      kept: result.kept,
-      image: result.image,
-      kernel: result.kernel,
-      accel: result.accel,
-      resources: result.resources,
-      timings: result.timings,
-    });
+    writeJson(out, runDocument(result, Buffer.concat(stdoutChunks), Buffer.concat(stderrChunks)));
   } else {
     if (result.error) out.stderr.write(`microagent: ${result.error.message}\n`);
     if (result.status === 'timed_out') out.stderr.write('microagent: command timed out\n');

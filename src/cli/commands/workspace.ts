@@ -10,7 +10,8 @@ import {
   UsageError,
   type FlagSpecs,
 } from '../args.js';
-import { encodeOutput, paint, table, writeJson, type Output } from '../output.js';
+import { paint, table, writeJson, type Output } from '../output.js';
+import { execDocument } from '../../workspace/documents.js';
 import {
   createWorkspace,
   deleteWorkspace,
@@ -269,15 +270,7 @@ async function execMain(argv: string[], out: Output): Promise<number> {
       signal: abort.signal,
     });
     if (asJson) {
-      const o = encodeOutput(Buffer.concat(stdout));
-      const e = encodeOutput(Buffer.concat(stderr));
-      writeJson(out, {
-        ...exit,
-        stdout: o.text,
-        stdoutEncoding: o.encoding,
-        stderr: e.text,
-        stderrEncoding: e.encoding,
-      });
+      writeJson(out, execDocument(name, exit, Buffer.concat(stdout), Buffer.concat(stderr)));
     } else if (!stream) {
       out.stdout.write(Buffer.concat(stdout));
       out.stderr.write(Buffer.concat(stderr));
