@@ -2,6 +2,7 @@
  * `describe`: a machine-readable account of what this host and build can do,
  * so that an agent can plan before it boots anything.
  */
+import { CPUS, DISK_MIB, MEMORY_MIB } from '../limits.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { listKernels, readDefaultKernelId } from '../kernel/index.js';
@@ -68,8 +69,9 @@ export async function describeHost(stateDir: string, tools: readonly ToolDef[]):
     limits: {
       profiles: PROFILES,
       defaultProfile: 'small',
-      cpus: { min: 1, max: 64 },
-      memoryMiB: { min: 128, max: 65536 },
+      cpus: CPUS,
+      memoryMiB: MEMORY_MIB,
+      diskMiB: DISK_MIB,
       outputBytes: { default: DEFAULT_OUTPUT_LIMIT, max: MAX_OUTPUT_LIMIT },
       bootTimeoutMs: { default: 60_000, max: 600_000 },
       idempotency: { ttlMs: IDEMPOTENCY_TTL_MS, maxEntries: IDEMPOTENCY_MAX_ENTRIES },

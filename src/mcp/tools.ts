@@ -32,7 +32,8 @@ import {
 } from '../workspace/lifecycle.js';
 import { generateRunName } from '../workspace/names.js';
 import type { NetworkOptions } from '../workspace/network.js';
-import { DISK_MIB_MAX, DISK_MIB_MIN, PROFILES } from '../workspace/profiles.js';
+import { PROFILES } from '../workspace/profiles.js';
+import { CpusSchema, DiskMiBSchema, MemoryMiBSchema } from '../limits.js';
 import type { WorkspaceRecord } from '../workspace/record.js';
 import { runCommand } from '../workspace/run.js';
 import { loadWorkspace } from '../workspace/store.js';
@@ -99,19 +100,11 @@ const profile = z
       .map(([n, p]) => `${n} (${p.cpus} CPU, ${p.memoryMiB} MiB)`)
       .join(', ')}; default small`,
   );
-const cpus = z.number().int().min(1).max(64).describe('Virtual CPUs (overrides the profile)');
-const memoryMib = z
-  .number()
-  .int()
-  .min(128)
-  .max(65536)
-  .describe('Memory in MiB (overrides the profile)');
-const diskMib = z
-  .number()
-  .int()
-  .min(DISK_MIB_MIN)
-  .max(DISK_MIB_MAX)
-  .describe("Root disk size in MiB, pinned (default: the profile's, never smaller than the image)");
+const cpus = CpusSchema.describe('Virtual CPUs (overrides the profile)');
+const memoryMib = MemoryMiBSchema.describe('Memory in MiB (overrides the profile)');
+const diskMib = DiskMiBSchema.describe(
+  "Root disk size in MiB, pinned (default: the profile's, never smaller than the image)",
+);
 const timeoutMs = z
   .number()
   .int()

@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 import type { LineCounter, Node } from 'yaml';
 import { z } from 'zod';
 import { MicroagentError } from '../errors.js';
+import { CpusSchema, DiskMiBSchema, MemoryMiBSchema } from '../limits.js';
 import { parsePublish } from '../workspace/network.js';
 import { PROFILES } from '../workspace/profiles.js';
 
@@ -84,22 +85,18 @@ export const SpecSchema = z
     profile: z
       .enum(Object.keys(PROFILES) as [keyof typeof PROFILES, ...(keyof typeof PROFILES)[]])
       .optional(),
-    cpus: z.number().int().min(1).max(64).optional(),
+    cpus: CpusSchema.optional(),
     /** MiB as a number, or a size such as "512M" / "2G". */
     memory: z
       .union([
-        z.number().int().min(128).max(65536),
+        MemoryMiBSchema,
         z.string().regex(/^\d+\s*(m|mi|mib|mb|g|gi|gib|gb)?$/i, 'must look like 512, 512M or 2G'),
       ])
       .optional(),
     /** The root disk, pinned: MiB as a number, or a size such as "4G". */
     diskSize: z
       .union([
-        z
-          .number()
-          .int()
-          .min(64)
-          .max(2 * 1024 * 1024),
+        DiskMiBSchema,
         z
           .string()
           .regex(

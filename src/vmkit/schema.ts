@@ -5,6 +5,7 @@
  * Unknown fields are rejected everywhere.
  */
 import { z } from 'zod';
+import { CpusSchema, MAX_WAIT_MS } from '../limits.js';
 
 export const SUPERVISOR_PROTOCOL_VERSION = 1;
 
@@ -214,7 +215,7 @@ export const StartConfigSchema = z
       })
       .strict(),
     disks: z.array(DiskSchema).max(16),
-    cpus: z.number().int().min(1).max(64),
+    cpus: CpusSchema,
     memoryMiB: z
       .number()
       .int()
@@ -224,7 +225,7 @@ export const StartConfigSchema = z
     /** VMM binary; default: found on PATH. */
     qemuBinary: z.string().min(1).optional(),
     /** Kill the VM if the guest has not said HELLO by then (reason boot_timeout). */
-    bootTimeoutMs: z.number().int().positive().max(3_600_000),
+    bootTimeoutMs: z.number().int().positive().max(MAX_WAIT_MS),
     /** Kill the VM this long after start (reason deadline). */
     deadlineMs: z.number().int().positive().optional(),
     /** Kill the VM when this process is gone (reason owner_exit). */
@@ -251,7 +252,7 @@ export const SupervisorRequestSchema = z.discriminatedUnion('command', [
       command: z.literal('stop'),
       runtimeDir: absPath,
       /** How long to wait for the guest to power off; then answer timedOut (no escalation). */
-      graceMs: z.number().int().nonnegative().max(3_600_000).default(10_000),
+      graceMs: z.number().int().nonnegative().max(MAX_WAIT_MS).default(10_000),
     })
     .strict(),
   z.object({ ...base, command: z.literal('kill'), runtimeDir: absPath }).strict(),

@@ -4,6 +4,7 @@
  * is checked against the state table (states.ts), written atomically and
  * appended to the event log.
  */
+import { MAX_WAIT_MS } from '../limits.js';
 import { readFile, rm } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { MicroagentError, toMicroagentError } from '../errors.js';
@@ -450,7 +451,7 @@ export async function waitWorkspace(
     const left = deadline - Date.now();
     if (left <= 0) return { ...record, timedOut: true };
     if (vm) {
-      await waitVm(ws, record.identity, Math.min(left, 3_600_000));
+      await waitVm(ws, record.identity, Math.min(left, MAX_WAIT_MS));
     } else {
       // A transition without a VM (e.g. starting before the monitor exists).
       await new Promise((r) => setTimeout(r, Math.min(left, 200)));

@@ -3,6 +3,7 @@
  * moving between the two find the same words.
  */
 import { MicroagentError } from '../errors.js';
+import { CPUS, DISK_MIB, MEMORY_MIB } from '../limits.js';
 
 export const PROFILES = {
   tiny: { memoryMiB: 256, cpus: 1, diskMiB: 512 },
@@ -15,8 +16,8 @@ export type ProfileName = keyof typeof PROFILES;
 export const DEFAULT_PROFILE: ProfileName = 'small';
 
 /** A workspace disk's size bounds (--disk-size). */
-export const DISK_MIB_MIN = 64;
-export const DISK_MIB_MAX = 2 * 1024 * 1024;
+export const DISK_MIB_MIN = DISK_MIB.min;
+export const DISK_MIB_MAX = DISK_MIB.max;
 
 export interface Resources {
   profile: ProfileName;
@@ -53,13 +54,16 @@ export function resolveResources(options: {
   const base = PROFILES[profile];
   const cpus = options.cpus ?? base.cpus;
   const memoryMiB = options.memoryMiB ?? base.memoryMiB;
-  if (!Number.isInteger(cpus) || cpus < 1 || cpus > 64) {
-    throw new MicroagentError('INVALID_ARGUMENT', `cpus must be 1-64 (got ${cpus})`);
-  }
-  if (!Number.isInteger(memoryMiB) || memoryMiB < 128 || memoryMiB > 65536) {
+  if (!Number.isInteger(cpus) || cpus < CPUS.min || cpus > CPUS.max) {
     throw new MicroagentError(
       'INVALID_ARGUMENT',
-      `memory must be 128-65536 MiB (got ${memoryMiB})`,
+      `cpus must be ${CPUS.min}-${CPUS.max} (got ${cpus})`,
+    );
+  }
+  if (!Number.isInteger(memoryMiB) || memoryMiB < MEMORY_MIB.min || memoryMiB > MEMORY_MIB.max) {
+    throw new MicroagentError(
+      'INVALID_ARGUMENT',
+      `memory must be ${MEMORY_MIB.min}-${MEMORY_MIB.max} MiB (got ${memoryMiB})`,
     );
   }
   const diskMiB = options.diskMiB ?? base.diskMiB;

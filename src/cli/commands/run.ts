@@ -1,6 +1,7 @@
 /**
  * `microagent run [--image REF] [--] CMD [ARGS...]`
  */
+import { CPUS } from '../../limits.js';
 import {
   parseArgs,
   parseDuration,
@@ -185,7 +186,7 @@ export async function runMain(argv: string[], out: Output): Promise<number> {
         keep: f.keep === true,
         ...(f.name ? { name: f.name as string } : {}),
         ...(f.profile ? { profile: f.profile as string } : {}),
-        ...(f.cpus ? { cpus: parsePositiveInt(f.cpus as string, 'cpus', 64) } : {}),
+        ...(f.cpus ? { cpus: parsePositiveInt(f.cpus as string, 'cpus', CPUS.max) } : {}),
         ...(f.memory ? { memoryMiB: parseMemory(f.memory as string) } : {}),
         ...(f['disk-size'] ? { diskMiB: parseDiskSize(f['disk-size'] as string) } : {}),
         ...(f['state-dir'] ? { stateDir: f['state-dir'] as string } : {}),

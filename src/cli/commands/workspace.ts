@@ -2,6 +2,7 @@
  * Persistent-workspace commands: create, start, exec, status, list, ps,
  * halt, stop, kill, pause, resume, delete, wait, logs, events, result.
  */
+import { CPUS } from '../../limits.js';
 import {
   parseArgs,
   parseDuration,
@@ -163,7 +164,7 @@ async function createMain(argv: string[], out: Output): Promise<number> {
     ...stateDir(flags),
     ...(flags.image ? { image: flags.image as string } : {}),
     ...(flags.profile ? { profile: flags.profile as string } : {}),
-    ...(flags.cpus ? { cpus: parsePositiveInt(flags.cpus as string, 'cpus', 64) } : {}),
+    ...(flags.cpus ? { cpus: parsePositiveInt(flags.cpus as string, 'cpus', CPUS.max) } : {}),
     ...(flags.memory ? { memoryMiB: parseMemory(flags.memory as string) } : {}),
     ...(flags['disk-size'] ? { diskMiB: parseDiskSize(flags['disk-size'] as string) } : {}),
     ...(flags.env ? { env: parseKeyValues(flags.env as string[], 'env') } : {}),

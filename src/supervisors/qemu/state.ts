@@ -6,6 +6,7 @@
  */
 import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
+import { MAX_WAIT_MS } from '../../limits.js';
 import {
   AccelSchema,
   IdentitySchema,
@@ -91,7 +92,7 @@ export type MonitorState = VmStatus;
 export const CtlRequestSchema = z.discriminatedUnion('cmd', [
   z.object({ cmd: z.literal('status') }).strict(),
   z
-    .object({ cmd: z.literal('stop'), graceMs: z.number().int().nonnegative().max(3_600_000) })
+    .object({ cmd: z.literal('stop'), graceMs: z.number().int().nonnegative().max(MAX_WAIT_MS) })
     .strict(),
   z.object({ cmd: z.literal('kill') }).strict(),
   z
