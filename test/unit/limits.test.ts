@@ -66,11 +66,24 @@ describe('limits', () => {
         [c.hi, true],
         [c.hi + 1, false],
       ] as const) {
-        assert.equal(accepts(() => c.library(n)), ok, `library ${n}`);
-        assert.equal(accepts(() => c.spec(n)), ok, `spec ${n}`);
+        assert.equal(
+          accepts(() => c.library(n)),
+          ok,
+          `library ${n}`,
+        );
+        assert.equal(
+          accepts(() => c.spec(n)),
+          ok,
+          `spec ${n}`,
+        );
         for (const tool of ['run', 'create'])
           assert.equal(mcpField(tool, c.mcp).safeParse(n).success, ok, `MCP ${tool} ${n}`);
-        if (c.cli && n >= 1) assert.equal(accepts(() => c.cli(n)), ok, `CLI ${n}`);
+        if (c.cli && n >= 1)
+          assert.equal(
+            accepts(() => c.cli(n)),
+            ok,
+            `CLI ${n}`,
+          );
       }
     });
   }
