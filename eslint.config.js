@@ -40,6 +40,58 @@ export default tseslint.config(
       ],
     },
   },
+  // The fronts (CLI, MCP) are thin: they reach the library only through its
+  // public entry, src/index.ts (docs/architecture.md "Layers").
+  {
+    files: ['src/cli/*.ts', 'src/mcp/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '^\\.\\./(?!index\\.js$)',
+              message: 'A front imports the library only from its public entry (../index.js).',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['src/cli/commands/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '^\\.\\./\\.\\./(?!index\\.js$)',
+              message: 'A front imports the library only from its public entry (../../index.js).',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  // The library never reaches into a front.
+  {
+    files: ['src/**/*.ts'],
+    ignores: ['src/cli/**', 'src/mcp/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '(^|/)(cli|mcp)/',
+              message: 'Library code does not import the CLI or the MCP server.',
+            },
+          ],
+        },
+      ],
+    },
+  },
   // Library code never prints or exits: the fronts (the CLI) and the
   // executables' entry points own the process.
   {

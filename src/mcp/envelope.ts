@@ -11,7 +11,7 @@
  */
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { z } from 'zod';
-import { MicroagentError, toMicroagentError, type ErrorKind } from '../errors.js';
+import { MicroagentError, toMicroagentError, type ErrorKind } from '../index.js';
 
 export interface EnvelopeMeta {
   tool: string;

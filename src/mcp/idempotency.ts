@@ -9,7 +9,7 @@
  * evicted first). Retryable failures are not kept: repeating the call is
  * then a real retry.
  */
-import { MicroagentError } from '../errors.js';
+import { MicroagentError } from '../index.js';
 import type { Envelope } from './envelope.js';
 
 export const IDEMPOTENCY_TTL_MS = 15 * 60 * 1000;

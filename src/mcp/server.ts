@@ -18,8 +18,8 @@ import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import { CallToolRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { MicroagentError } from '../errors.js';
-import { StatePaths } from '../paths.js';
+import { MicroagentError } from '../index.js';
+import { StatePaths } from '../index.js';
 import {
   argumentError,
   errorOf,
@@ -28,7 +28,7 @@ import {
   type EnvelopeMeta,
 } from './envelope.js';
 import { IdempotencyStore } from './idempotency.js';
-import { packageVersion } from './describe.js';
+import { packageVersion } from '../index.js';
 import { TOOLS, type ToolContext, type ToolDef } from './tools.js';
 
 /** How long close() waits for calls in flight after aborting them. */

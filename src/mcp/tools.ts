@@ -5,20 +5,20 @@
  * calls the library and returns plain JSON. Handlers throw typed errors; the
  * server turns them into the error envelope.
  */
-import { execDocument, runDocument } from '../workspace/documents.js';
+import { execDocument, runDocument } from '../index.js';
 import { Readable } from 'node:stream';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import type { ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
-import { MicroagentError } from '../errors.js';
-import { copyIn, copyOut, getArtifact } from '../workspace/files.js';
-import { listImages, pullImage, type PullEvent } from '../oci/index.js';
-import { listKernels, readDefaultKernelId, verifyKernel } from '../kernel/index.js';
-import { doctor } from '../doctor/doctor.js';
-import { StatePaths } from '../paths.js';
-import { loadSpec, specToCreateOptions } from '../spec/index.js';
+import { MicroagentError } from '../index.js';
+import { copyIn, copyOut, getArtifact, listArtifacts } from '../index.js';
+import { listImages, pullImage, type PullEvent } from '../index.js';
+import { listKernels, readDefaultKernelId, verifyKernel } from '../index.js';
+import { doctor } from '../index.js';
+import { StatePaths } from '../index.js';
+import { loadSpec, specToCreateOptions } from '../index.js';
 import {
-  createWorkspace,
+  createWorkspaceRecord as createWorkspace,
   deleteWorkspace,
   execWorkspace,
   haltWorkspace,
@@ -29,20 +29,14 @@ import {
   startWorkspace,
   stopWorkspace,
   type CreateOptions,
-} from '../workspace/lifecycle.js';
-import { generateRunName } from '../workspace/names.js';
-import type { NetworkOptions } from '../workspace/network.js';
-import { PROFILES } from '../workspace/profiles.js';
-import { CpusSchema, DiskMiBSchema, MemoryMiBSchema } from '../limits.js';
-import type { WorkspaceRecord } from '../workspace/record.js';
-import { runCommand } from '../workspace/run.js';
-import { loadWorkspace } from '../workspace/store.js';
-import {
-  listWorkspaceSummaries,
-  readEvents,
-  readLogs,
-  workspaceStatus,
-} from '../workspace/views.js';
+} from '../index.js';
+import { generateRunName } from '../index.js';
+import { type NetworkOptions } from '../index.js';
+import { PROFILES } from '../index.js';
+import { CpusSchema, DiskMiBSchema, MemoryMiBSchema } from '../index.js';
+import { type WorkspaceRecord } from '../index.js';
+import { runCommand } from '../index.js';
+import { listWorkspaceSummaries, readEvents, readLogs, workspaceStatus } from '../index.js';
 import { describeHost } from './describe.js';
 
 /** What a handler gets besides its arguments. */
@@ -535,34 +529,19 @@ export const TOOLS: ToolDef[] = [
     },
     mutating: false,
     handler: async (a, ctx) => {
-      const { record } = await loadWorkspace(new StatePaths(ctx.stateDir), a.name);
-      const outputs = record.outputs ?? {};
-      if (a.artifact === undefined) {
-        return {
-          workspace: record.name,
-          artifacts: Object.entries(outputs).map(([artifact, path]) => ({ name: artifact, path })),
-        };
-      }
-      const path = outputs[a.artifact];
-      if (path === undefined) {
-        throw new MicroagentError(
-          'ARTIFACT_NOT_FOUND',
-          `workspace ${record.name} declares no output "${a.artifact}"`,
-          {
-            data: { name: record.name, artifact: a.artifact, declared: Object.keys(outputs) },
-          },
-        );
-      }
-      if (a.host_path === undefined) {
+      const artifacts = await listArtifacts({ stateDir: ctx.stateDir, name: a.name });
+      if (a.artifact === undefined) return { workspace: a.name, artifacts };
+      if (a.host_path === undefined && artifacts.some((x) => x.name === a.artifact)) {
         throw new MicroagentError('INVALID_ARGUMENT', 'host_path: is required with artifact', {
           data: { field: 'host_path' },
         });
       }
+      // getArtifact refuses an undeclared output (ARTIFACT_NOT_FOUND).
       return getArtifact({
         stateDir: ctx.stateDir,
-        name: record.name,
+        name: a.name,
         artifact: a.artifact,
-        hostPath: resolve(a.host_path),
+        hostPath: resolve(a.host_path ?? '.'),
       });
     },
   }),

@@ -3,7 +3,7 @@
  */
 import { parseArgs, type FlagSpecs } from '../args.js';
 import { paint, table, writeJson, type Output } from '../output.js';
-import { doctor } from '../../doctor/doctor.js';
+import { doctor } from '../../index.js';
 
 export const DOCTOR_USAGE = 'microagent doctor [--json] [--state-dir DIR]';
 export const DOCTOR_FLAGS: FlagSpecs = {

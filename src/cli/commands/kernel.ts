@@ -3,8 +3,8 @@
  */
 import { parseArgs, UsageError, type FlagSpecs } from '../args.js';
 import { table, writeJson, type Output } from '../output.js';
-import { installKernel, listKernels, verifyKernel } from '../../kernel/index.js';
-import { StatePaths } from '../../paths.js';
+import { installKernel, listKernels, verifyKernel } from '../../index.js';
+import { StatePaths } from '../../index.js';
 
 export const KERNEL_USAGE = [
   'microagent kernel install [--file PATH --sha256 HEX | --url URL --sha256 HEX] [--force]',

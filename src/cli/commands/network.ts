@@ -10,8 +10,8 @@ import {
   parseNetworkMode,
   type NetworkOptions,
   type NetworkSettings,
-} from '../../workspace/network.js';
-import { workspaceNetwork } from '../../workspace/network-view.js';
+} from '../../index.js';
+import { workspaceNetwork } from '../../index.js';
 
 export const NETWORK_FLAGS: FlagSpecs = {
   network: {

@@ -1,7 +1,7 @@
 /**
  * `microagent run [--image REF] [--] CMD [ARGS...]`
  */
-import { CPUS } from '../../limits.js';
+import { CPUS } from '../../index.js';
 import {
   parseArgs,
   parseDuration,
@@ -11,13 +11,13 @@ import {
   type FlagSpecs,
 } from '../args.js';
 import { paint, writeJson, type Output } from '../output.js';
-import { runDocument } from '../../workspace/documents.js';
-import { runCommand, type RunResult } from '../../workspace/run.js';
+import { runDocument } from '../../index.js';
+import { runCommand, type RunResult } from '../../index.js';
 import { IMAGE_FLAGS, imageOptionsFrom } from './image-flags.js';
 import { FILE_FLAG, specFromFlags } from './spec-file.js';
-import { specToRunOptions } from '../../spec/index.js';
+import { specToRunOptions } from '../../index.js';
 import { NETWORK_FLAGS, networkOptionsFrom } from './network.js';
-import { parseDiskSize, parseMemory } from '../../workspace/profiles.js';
+import { parseDiskSize, parseMemory } from '../../index.js';
 
 export const RUN_USAGE =
   'microagent run [flags] [--image REF] [--] CMD [ARGS...]  |  microagent run [flags] IMAGE [CMD [ARGS...]]';

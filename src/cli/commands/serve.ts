@@ -4,7 +4,7 @@
  * docs/mcp.md). stdout carries MCP messages only; diagnostics go to stderr.
  */
 import { join } from 'node:path';
-import { PACKAGE_ROOT } from '../../paths.js';
+import { PACKAGE_ROOT } from '../../index.js';
 import { parseArgs, UsageError, type FlagSpecs } from '../args.js';
 import { EXIT, type Output } from '../output.js';
 import type { CommandSpec } from './workspace.js';

@@ -4,7 +4,7 @@
  * by key). docs/spec.md.
  */
 import type { FlagSpecs } from '../args.js';
-import { loadSpec, mergeSpecWithFlags, type Spec } from '../../spec/index.js';
+import { loadSpec, mergeSpecWithFlags, type Spec } from '../../index.js';
 
 export const FILE_FLAG: FlagSpecs = {
   file: {

@@ -2,7 +2,7 @@
  * Persistent-workspace commands: create, start, exec, status, list, ps,
  * halt, stop, kill, pause, resume, delete, wait, logs, events, result.
  */
-import { CPUS } from '../../limits.js';
+import { CPUS } from '../../index.js';
 import {
   parseArgs,
   parseDuration,
@@ -12,9 +12,9 @@ import {
   type FlagSpecs,
 } from '../args.js';
 import { paint, table, writeJson, type Output } from '../output.js';
-import { execDocument } from '../../workspace/documents.js';
+import { execDocument } from '../../index.js';
 import {
-  createWorkspace,
+  createWorkspaceRecord as createWorkspace,
   deleteWorkspace,
   execWorkspace,
   haltWorkspace,
@@ -25,13 +25,13 @@ import {
   startWorkspace,
   stopWorkspace,
   waitWorkspace,
-} from '../../workspace/lifecycle.js';
-import { parseDiskSize, parseMemory } from '../../workspace/profiles.js';
+} from '../../index.js';
+import { parseDiskSize, parseMemory } from '../../index.js';
 import { IMAGE_FLAGS, imageOptionsFrom } from './image-flags.js';
 import { FILE_FLAG, specFromFlags } from './spec-file.js';
-import { specToCreateOptions } from '../../spec/index.js';
+import { specToCreateOptions } from '../../index.js';
 import { NETWORK_FLAGS, networkOptionsFrom, networkSummary } from './network.js';
-import type { WorkspaceRecord } from '../../workspace/record.js';
+import { type WorkspaceRecord } from '../../index.js';
 import {
   followEvents,
   followLogs,
@@ -40,7 +40,7 @@ import {
   readLogs,
   workspaceStatus,
   type WorkspaceStatus,
-} from '../../workspace/views.js';
+} from '../../index.js';
 
 export interface CommandSpec {
   summary: string;
