@@ -130,9 +130,6 @@ export class WorkspacePaths {
   get runtime(): string {
     return join(this.dir, 'run');
   }
-  get serialLog(): string {
-    return join(this.runtime, 'serial.log');
-  }
   get agentSocket(): string {
     return join(this.runtime, 'agent.sock');
   }

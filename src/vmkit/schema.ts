@@ -9,7 +9,8 @@ import { CpusSchema, MAX_WAIT_MS } from '../limits.js';
 
 export const SUPERVISOR_PROTOCOL_VERSION = 1;
 
-export const BackendSchema = z.enum(['qemu', 'firecracker']);
+// Only backends that have code: a Firecracker supervisor joins when it exists.
+export const BackendSchema = z.enum(['qemu']);
 export type Backend = z.infer<typeof BackendSchema>;
 
 /** Who asked, carried in every request and stored with the VM (ARCHITECTURE D7). */

@@ -9,7 +9,8 @@ import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { MicroagentError } from '../errors.js';
 import { ensurePrivateDir } from '../util/fs.js';
 import { join } from 'node:path';
-import { VmStatusSchema, type VmStatus } from '../vmkit/schema.js';
+import type { VmStatus } from '../vmkit/schema.js';
+import { vmBackend } from './backend.js';
 import type { StatePaths, WorkspacePaths } from '../paths.js';
 import { currentProcess, processAlive, type ProcessIdentity } from '../proc/spawn.js';
 import { acquireLock } from './lock.js';
@@ -30,15 +31,9 @@ export interface LoadedWorkspace {
   vm: VmStatus | undefined;
 }
 
-/** Reads monitor.json; undefined when there is none or it is unreadable. */
-export async function readVmStatus(ws: WorkspacePaths): Promise<VmStatus | undefined> {
-  try {
-    return VmStatusSchema.parse(
-      JSON.parse(await readFile(join(ws.runtime, 'monitor.json'), 'utf8')),
-    );
-  } catch {
-    return undefined;
-  }
+/** The VM's last recorded status (the backend's); undefined when there is none. */
+export function readVmStatus(ws: WorkspacePaths): Promise<VmStatus | undefined> {
+  return vmBackend().lastStatus(ws.runtime);
 }
 
 /**

@@ -11,6 +11,7 @@ import type { VmStatus } from '../vmkit/schema.js';
 import type { WorkspaceEvent, WorkspaceRecord } from './record.js';
 import { isLive, TERMINAL_STATES } from './states.js';
 import { listWorkspaceEntries, loadWorkspace } from './store.js';
+import { vmBackend } from './backend.js';
 import { verifyWorkspace, type Verification } from './verify.js';
 import { networkOf, type NetworkSettings } from './network.js';
 
@@ -285,7 +286,7 @@ export async function readLogs(options: { stateDir?: string; name: string }): Pr
   const paths = new StatePaths(options.stateDir);
   const { ws } = await loadWorkspace(paths, options.name);
   try {
-    return await readFile(ws.serialLog);
+    return await readFile(vmBackend().consoleLog(ws.runtime));
   } catch {
     return Buffer.alloc(0);
   }
@@ -305,12 +306,12 @@ export async function followLogs(options: {
   let { ws } = await loadWorkspace(paths, options.name);
   let offset = 0;
   for (;;) {
-    offset += await readFrom(ws.serialLog, offset, options.onData);
+    offset += await readFrom(vmBackend().consoleLog(ws.runtime), offset, options.onData);
     if (options.signal?.aborted) return;
     const loaded = await loadWorkspace(paths, options.name);
     ws = loaded.ws;
     if (!isLive(loaded.record.state)) {
-      await readFrom(ws.serialLog, offset, options.onData);
+      await readFrom(vmBackend().consoleLog(ws.runtime), offset, options.onData);
       return;
     }
     await new Promise((r) => setTimeout(r, 200));

@@ -5,20 +5,14 @@
  */
 import { stat } from 'node:fs/promises';
 import { prepareBootKernel, type BootKernel } from '../kernel/boot.js';
-import { BUILD, type StatePaths, type WorkspacePaths } from '../paths.js';
+import type { StatePaths, WorkspacePaths } from '../paths.js';
 import { currentProcess } from '../proc/spawn.js';
 import { createOverlay, writeConfigDisk } from '../rootfs/disks.js';
 import { allSettledOrThrow } from '../util/promises.js';
-import { callSupervisor } from '../vmkit/client.js';
-import {
-  StartResultSchema,
-  StatusResultSchema,
-  type StartResult,
-  type StatusResult,
-  type SupervisorRequestInput,
-  type VmStatus,
-} from '../vmkit/schema.js';
-import { errorFromJSON, MicroagentError } from '../errors.js';
+import type { StartedVm } from '../vmkit/backend.js';
+import type { VmStatus } from '../vmkit/schema.js';
+import { MicroagentError } from '../errors.js';
+import { vmBackend } from './backend.js';
 import { hostnameFor } from './names.js';
 import { guestNetworkConfig, vmNetwork, type NetworkSettings } from './network.js';
 import type { Resources } from './profiles.js';
@@ -149,22 +143,7 @@ export async function writeBootConfig(
   });
 }
 
-export interface StartedVm {
-  accel: string;
-  accelReason: string;
-  monitorPid: number;
-  qemuPid: number;
-  /**
-   * With inProcess: settles when the monitor in this process has finished
-   * (the VM is gone and its sockets are closed).
-   */
-  monitorDone?: Promise<number>;
-  /**
-   * With inProcess: killVm without the round trip through ctl.sock to a
-   * monitor in the same process.
-   */
-  kill?: () => Promise<void>;
-}
+export type { StartedVm } from '../vmkit/backend.js';
 
 export interface StartOptions {
   identity: Identity;
@@ -175,56 +154,13 @@ export interface StartOptions {
   /**
    * Host the monitor in this process instead of a detached one (for callers
    * that end the VM before they exit, like `run`): QEMU starts one Node
-   * start-up sooner. The VM dies with this process. Ignored when a
-   * supervisor executable is asked for (MICROAGENT_QEMU_SUPERVISOR,
-   * MICROAGENT_SUPERVISOR_EXEC=1).
+   * start-up sooner. The VM dies with this process. Ignored by a backend
+   * that cannot (a supervisor executable).
    */
   inProcess?: boolean;
 }
 
-function useSupervisorExecutable(): boolean {
-  return (
-    (process.env.MICROAGENT_QEMU_SUPERVISOR !== undefined &&
-      process.env.MICROAGENT_QEMU_SUPERVISOR !== '') ||
-    process.env.MICROAGENT_SUPERVISOR_EXEC === '1'
-  );
-}
-
-/** The supervisor executable: pinned to this build, overridable for other backends. */
-export function supervisorPath(): string {
-  return process.env.MICROAGENT_QEMU_SUPERVISOR || BUILD.qemuSupervisor;
-}
-
-/**
- * Sends one request to the backend supervisor. The built-in QEMU supervisor
- * runs in this process (the same code its executable runs: one Node start-up
- * less per start/stop, ~60-100 ms each). A supervisor named by
- * MICROAGENT_QEMU_SUPERVISOR, or MICROAGENT_SUPERVISOR_EXEC=1, goes through
- * the executable and its JSON-in/JSON-out protocol.
- */
-async function dispatch(
-  request: SupervisorRequestInput & { command: 'start' },
-  timeoutMs: number,
-): Promise<StartResult>;
-async function dispatch(request: SupervisorRequestInput, timeoutMs: number): Promise<StatusResult>;
-async function dispatch(
-  request: SupervisorRequestInput,
-  timeoutMs: number,
-): Promise<StartResult | StatusResult> {
-  if (useSupervisorExecutable()) {
-    return callSupervisor(supervisorPath(), request, { timeoutMs });
-  }
-  const { handleRequest } = await import('../supervisors/qemu/supervisor.js');
-  const { response } = await handleRequest(request);
-  if (!response.ok) throw errorFromJSON('supervisor', response.error);
-  return request.command === 'start'
-    ? StartResultSchema.parse(response)
-    : StatusResultSchema.parse(response);
-}
-
-function supervisorIdentity(identity: Identity): SupervisorRequestInput['identity'] {
-  return { ...identity, backend: 'qemu' };
-}
+export { supervisorPath } from './backend.js';
 
 export async function startVm(
   _paths: StatePaths,
@@ -232,13 +168,12 @@ export async function startVm(
   plan: BootPlan,
   options: StartOptions,
 ): Promise<StartedVm> {
-  const inProcess = options.inProcess === true && !useSupervisorExecutable();
+  const backend = vmBackend();
+  const inProcess = options.inProcess === true && backend.hostsInProcess;
   const owner = options.ownerLease && !inProcess ? currentProcess() : undefined;
-  const request = {
-    v: 1,
-    command: 'start',
-    identity: supervisorIdentity(options.identity),
-    config: {
+  return backend.start(
+    { runtimeDir: ws.runtime, identity: options.identity },
+    {
       runtimeDir: ws.runtime,
       workspaceDir: ws.dir,
       kernel: { path: plan.kernelPath, initramfs: plan.initramfsPath },
@@ -254,96 +189,57 @@ export async function startVm(
       removeOnOwnerExit: options.removeOnOwnerExit,
       ...(plan.network ? { network: vmNetwork(plan.network) } : {}),
     },
-  } satisfies SupervisorRequestInput;
-  if (inProcess) {
-    const { startInProcess } = await import('../supervisors/qemu/supervisor.js');
-    const { result, monitor } = await startInProcess(request);
-    return {
-      accel: result.accel,
-      accelReason: result.accelReason,
-      monitorPid: result.monitorPid,
-      qemuPid: result.qemuPid,
-      monitorDone: monitor.done,
-      kill: () => monitor.killAndWait(),
-    };
-  }
-  const response = await dispatch(request, 30_000);
-  return {
-    accel: response.accel,
-    accelReason: response.accelReason,
-    monitorPid: response.monitorPid,
-    qemuPid: response.qemuPid,
-  };
+    { inProcess },
+  );
 }
+
+const target = (ws: WorkspacePaths, identity: Identity) => ({ runtimeDir: ws.runtime, identity });
 
 /**
  * Asks the guest to power off and waits up to graceMs. Never escalates:
  * `timedOut` says the VM was still running when the time ran out.
  */
-export async function stopVm(
+export function stopVm(
   ws: WorkspacePaths,
   identity: Identity,
   graceMs: number,
 ): Promise<{ timedOut: boolean }> {
-  const response = await dispatch(
-    {
-      v: 1,
-      command: 'stop',
-      identity: supervisorIdentity(identity),
-      runtimeDir: ws.runtime,
-      graceMs,
-    },
-    graceMs + 15_000,
-  );
-  return { timedOut: response.timedOut === true };
+  return vmBackend().stop(target(ws, identity), graceMs);
 }
 
 /** Hard stop (SIGKILL of the VMM); returns when it is gone. */
-export async function killVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
-  await dispatch(
-    { v: 1, command: 'kill', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
-    20_000,
-  );
+export function killVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
+  return vmBackend().kill(target(ws, identity));
 }
 
-export async function pauseVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
-  await dispatch(
-    { v: 1, command: 'pause', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
-    20_000,
-  );
+export function pauseVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
+  return vmBackend().pause(target(ws, identity));
 }
 
-export async function resumeVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
-  await dispatch(
-    { v: 1, command: 'resume', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
-    20_000,
-  );
+export function resumeVm(ws: WorkspacePaths, identity: Identity): Promise<void> {
+  return vmBackend().resume(target(ws, identity));
 }
 
 /** The VM's status as the supervisor sees it (it also reaps an orphaned VMM). */
-export async function statusVm(ws: WorkspacePaths, identity: Identity): Promise<VmStatus | null> {
-  const response = await dispatch(
-    { v: 1, command: 'status', identity: supervisorIdentity(identity), runtimeDir: ws.runtime },
-    20_000,
-  );
-  return response.status;
+export function statusVm(ws: WorkspacePaths, identity: Identity): Promise<VmStatus | null> {
+  return vmBackend().status(target(ws, identity));
 }
 
 /** Waits until the VM has exited (or timeoutMs passed: timedOut). */
-export async function waitVm(
+export function waitVm(
   ws: WorkspacePaths,
   identity: Identity,
   timeoutMs?: number,
 ): Promise<{ timedOut: boolean; status: VmStatus | null }> {
-  const response = await dispatch(
-    {
-      v: 1,
-      command: 'wait',
-      identity: supervisorIdentity(identity),
-      runtimeDir: ws.runtime,
-      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
-    },
-    (timeoutMs ?? 86_400_000) + 15_000,
-  );
-  return { timedOut: response.timedOut === true, status: response.status };
+  return vmBackend().wait(target(ws, identity), timeoutMs);
+}
+
+/** The status the VM's monitor last recorded, without asking it; undefined when none. */
+export function lastVmStatus(ws: WorkspacePaths): Promise<VmStatus | undefined> {
+  return vmBackend().lastStatus(ws.runtime);
+}
+
+/** The guest console's log of the current or last boot. */
+export function consoleLogOf(ws: WorkspacePaths): string {
+  return vmBackend().consoleLog(ws.runtime);
 }
