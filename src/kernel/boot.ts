@@ -9,7 +9,7 @@ import { MicroagentError } from '../errors.js';
 import { BUILD, type StatePaths } from '../paths.js';
 import { fsyncDir, sha256, writeFileAtomic } from '../util/fs.js';
 import { readGuestInit } from './guest-init.js';
-import { waitUnlocked, withLock } from './lock.js';
+import { waitUnlocked, withLock } from '../util/lock.js';
 import {
   INITRAMFS_FILE,
   MODULES_DIR,
@@ -184,7 +184,7 @@ export async function regenerateInitramfs(
   const dir = paths.kernelDir(id);
   return withLock(
     kernelLockPath(paths, id),
-    { what: `kernel ${id}`, timeoutMs: 120_000 },
+    { what: `kernel ${id}`, busyCode: 'KERNEL_BUSY', operation: 'refresh', timeoutMs: 120_000 },
     async () => {
       const manifest = await readManifest(dir, id);
       const initSha = sha256(init);

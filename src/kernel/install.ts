@@ -22,7 +22,7 @@ import { obtainDeb, extractDeb, resolveAptKernel, DEFAULT_KERNEL_METAPACKAGE } f
 import { extractVmlinux, isBzImage, parseBzImageHeader } from './bzimage.js';
 import { findLinuxRelease, findPvhEntry, isElf, isX8664Executable } from './elf.js';
 import { buildInitramfs } from './initramfs.js';
-import { withLock } from './lock.js';
+import { withLock } from '../util/lock.js';
 import {
   INITRAMFS_FILE,
   MODULES_DIR,
@@ -102,7 +102,8 @@ export async function installKernel(
   await ensurePrivateDir(paths.kernels);
   await ensurePrivateDir(paths.tmp);
 
-  const result = await withLock(kernelLockPath(paths, id), { what: `kernel ${id}` }, async () => {
+  const lock = { what: `kernel ${id}`, busyCode: 'KERNEL_BUSY', operation: 'install' } as const;
+  const result = await withLock(kernelLockPath(paths, id), lock, async () => {
     if (!opts.force && (await exists(join(dir, 'manifest.json')))) {
       try {
         return { manifest: await readManifest(dir, id), installed: false };

@@ -8,7 +8,7 @@ import { chmod, mkdtemp, readdir, readFile, rename, rm, stat } from 'node:fs/pro
 import { join } from 'node:path';
 import { z } from 'zod';
 import { MicroagentError } from '../errors.js';
-import { withLock, isLocked } from '../kernel/lock.js';
+import { withLock, isLocked } from '../util/lock.js';
 import { BUILD, type StatePaths } from '../paths.js';
 import { ensurePrivateDir, fsyncDir, sha256, sha256File, writeJsonAtomic } from '../util/fs.js';
 import {
@@ -116,58 +116,49 @@ export async function ensureBaseline(
   const cached = await readBaseline(dir, key);
   if (cached) return { key, dir, path: join(dir, ROOTFS_FILE), record: cached, built: false };
 
-  try {
-    return await withLock(
-      paths.baselineLock(key),
-      { what: `rootfs baseline ${key}`, timeoutMs: options.lockTimeoutMs ?? 30 * 60_000 },
-      async () => {
-        const theirs = await readBaseline(dir, key);
-        if (theirs) return { key, dir, path: join(dir, ROOTFS_FILE), record: theirs, built: false };
-        await ensurePrivateDir(paths.baselines);
-        const tmp = await mkdtemp(join(paths.baselines, `${BUILDING_PREFIX}${key}-`));
-        try {
-          const t = performance.now();
-          const info = await build(join(tmp, ROOTFS_FILE));
-          const img = join(tmp, ROOTFS_FILE);
-          await chmod(img, 0o400); // a backing file: nobody writes to it
-          const record: BaselineRecord = {
-            v: 1,
-            key,
-            builderVersion: ROOTFS_BUILDER_VERSION,
-            manifestDigest: keyInput.manifestDigest,
-            initSha256: keyInput.initSha256,
-            options: keyInput.options,
-            sizeBytes: (await stat(img)).size,
-            contentBytes: info.contentBytes,
-            inodes: info.inodes,
-            buildMs: Math.round(performance.now() - t),
-            builtAt: new Date().toISOString(),
-          };
-          await writeJsonAtomic(join(tmp, RECORD_FILE), record);
-          // An unreadable entry left by an older version or a crash: replace it.
-          await rm(dir, { recursive: true, force: true });
-          await rename(tmp, dir);
-          await fsyncDir(paths.baselines);
-          return { key, dir, path: join(dir, ROOTFS_FILE), record, built: true };
-        } catch (err) {
-          await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-          throw err;
-        }
-      },
-    );
-  } catch (err) {
-    if (err instanceof MicroagentError && err.code === 'KERNEL_BUSY') {
-      throw new MicroagentError(
-        'BASELINE_BUSY',
-        `rootfs baseline ${key} is being built by another process`,
-        {
-          data: err.data,
-          cause: err,
-        },
-      );
-    }
-    throw err;
-  }
+  return await withLock(
+    paths.baselineLock(key),
+    {
+      what: `rootfs baseline ${key}`,
+      busyCode: 'BASELINE_BUSY',
+      operation: 'build',
+      timeoutMs: options.lockTimeoutMs ?? 30 * 60_000,
+    },
+    async () => {
+      const theirs = await readBaseline(dir, key);
+      if (theirs) return { key, dir, path: join(dir, ROOTFS_FILE), record: theirs, built: false };
+      await ensurePrivateDir(paths.baselines);
+      const tmp = await mkdtemp(join(paths.baselines, `${BUILDING_PREFIX}${key}-`));
+      try {
+        const t = performance.now();
+        const info = await build(join(tmp, ROOTFS_FILE));
+        const img = join(tmp, ROOTFS_FILE);
+        await chmod(img, 0o400); // a backing file: nobody writes to it
+        const record: BaselineRecord = {
+          v: 1,
+          key,
+          builderVersion: ROOTFS_BUILDER_VERSION,
+          manifestDigest: keyInput.manifestDigest,
+          initSha256: keyInput.initSha256,
+          options: keyInput.options,
+          sizeBytes: (await stat(img)).size,
+          contentBytes: info.contentBytes,
+          inodes: info.inodes,
+          buildMs: Math.round(performance.now() - t),
+          builtAt: new Date().toISOString(),
+        };
+        await writeJsonAtomic(join(tmp, RECORD_FILE), record);
+        // An unreadable entry left by an older version or a crash: replace it.
+        await rm(dir, { recursive: true, force: true });
+        await rename(tmp, dir);
+        await fsyncDir(paths.baselines);
+        return { key, dir, path: join(dir, ROOTFS_FILE), record, built: true };
+      } catch (err) {
+        await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+        throw err;
+      }
+    },
+  );
 }
 
 export interface ImageRootfsInput extends Omit<RootfsBuildInput, 'imageDigest'> {
@@ -284,35 +275,27 @@ export async function listBaselines(paths: StatePaths): Promise<BaselineInfo[]> 
 export async function removeBaseline(paths: StatePaths, key: string): Promise<void> {
   if (!HEX64.test(key)) throw new MicroagentError('INVALID_ARGUMENT', `bad baseline key ${key}`);
   const dir = paths.baselineDir(key);
-  try {
-    await withLock(
-      paths.baselineLock(key),
-      { what: `rootfs baseline ${key}`, timeoutMs: 5000 },
-      async () => {
-        try {
-          await stat(dir);
-        } catch {
-          throw new MicroagentError(
-            'BASELINE_NOT_FOUND',
-            `no baseline ${key} in ${paths.baselines}`,
-          );
-        }
-        // Rename first, so nobody ever sees a half-deleted baseline as valid.
-        const aside = join(paths.baselines, `${BUILDING_PREFIX}${key}-removing`);
-        await rm(aside, { recursive: true, force: true });
-        await rename(dir, aside);
-        await rm(aside, { recursive: true, force: true });
-      },
-    );
-  } catch (err) {
-    if (err instanceof MicroagentError && err.code === 'KERNEL_BUSY') {
-      throw new MicroagentError('BASELINE_BUSY', `rootfs baseline ${key} is in use by a build`, {
-        data: err.data,
-        cause: err,
-      });
-    }
-    throw err;
-  }
+  await withLock(
+    paths.baselineLock(key),
+    {
+      what: `rootfs baseline ${key}`,
+      busyCode: 'BASELINE_BUSY',
+      operation: 'remove',
+      timeoutMs: 5000,
+    },
+    async () => {
+      try {
+        await stat(dir);
+      } catch {
+        throw new MicroagentError('BASELINE_NOT_FOUND', `no baseline ${key} in ${paths.baselines}`);
+      }
+      // Rename first, so nobody ever sees a half-deleted baseline as valid.
+      const aside = join(paths.baselines, `${BUILDING_PREFIX}${key}-removing`);
+      await rm(aside, { recursive: true, force: true });
+      await rename(dir, aside);
+      await rm(aside, { recursive: true, force: true });
+    },
+  );
 }
 
 /**
