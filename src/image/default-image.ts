@@ -23,7 +23,7 @@ import { MicroagentError } from '../errors.js';
 import { BUILD, type StatePaths } from '../paths.js';
 import { run } from '../proc/spawn.js';
 import { ensurePrivateDir, sha256, writeJsonAtomic } from '../util/fs.js';
-import { hasInterpreter, isX8664Executable } from '../kernel/elf.js';
+import { hasInterpreter, isX8664Executable } from '../util/elf.js';
 import { debugfsWrite, mkfsExt4 } from './e2fs.js';
 
 /** Bump when the tree layout changes: it is part of the cache key. */

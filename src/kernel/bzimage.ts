@@ -7,7 +7,7 @@
 import { inflateRawSync } from 'node:zlib';
 import { MicroagentError } from '../errors.js';
 import { run } from '../proc/spawn.js';
-import { isX8664Executable } from './elf.js';
+import { isX8664Executable } from '../util/elf.js';
 import { decodeLz4Legacy } from './lz4.js';
 
 export type Compression = 'gzip' | 'xz' | 'zstd' | 'lz4';

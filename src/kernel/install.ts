@@ -20,7 +20,7 @@ import { ensurePrivateDir, exists, fsyncDir, sha256 } from '../util/fs.js';
 import { readGuestInit } from './guest-init.js';
 import { obtainDeb, extractDeb, resolveAptKernel, DEFAULT_KERNEL_METAPACKAGE } from './apt.js';
 import { extractVmlinux, isBzImage, parseBzImageHeader } from './bzimage.js';
-import { findLinuxRelease, findPvhEntry, isElf, isX8664Executable } from './elf.js';
+import { findLinuxRelease, findPvhEntry, isElf, isX8664Executable } from '../util/elf.js';
 import { buildInitramfs } from './initramfs.js';
 import { withLock } from '../util/lock.js';
 import {

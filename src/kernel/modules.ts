@@ -8,7 +8,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { MicroagentError } from '../errors.js';
 import { run } from '../proc/spawn.js';
-import { readSection } from './elf.js';
+import { readSection } from '../util/elf.js';
 
 /** What stage 1 needs: the microvm transport, the disks, the guest channel, the network. */
 export const DEFAULT_WANTED_MODULES: readonly string[] = [

@@ -132,11 +132,6 @@ export function isMutable(ref: ImageReference | string): boolean {
   return r.digest === undefined;
 }
 
-/** The same repository pinned to a digest (the tag is kept for display). */
-export function withDigest(ref: ImageReference, digest: string): ImageReference {
-  return { ...ref, digest };
-}
-
 /** The host that serves the registry API (`docker.io` → `registry-1.docker.io`). */
 export function apiHost(registry: string): string {
   return registry === DOCKER_HUB ? DOCKER_HUB_API : registry;

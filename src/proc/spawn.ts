@@ -242,21 +242,6 @@ export function signalProcess(pid: number, signal: NodeJS.Signals | 0): boolean 
   }
 }
 
-/**
- * Kills a process we know only by pid (e.g. a monitor or VMM from an earlier
- * run): SIGTERM, wait, SIGKILL, and poll until it is gone.
- */
-export async function killPid(pid: number, graceMs = 2000): Promise<void> {
-  if (!signalProcess(pid, 'SIGTERM')) return;
-  const deadline = Date.now() + graceMs;
-  while (Date.now() < deadline) {
-    if (!isAlive(pid)) return;
-    await sleep(20);
-  }
-  signalProcess(pid, 'SIGKILL');
-  for (let i = 0; i < 250 && isAlive(pid); i++) await sleep(20);
-}
-
 /** True while pid exists and is not a zombie. */
 export function isAlive(pid: number): boolean {
   if (!signalProcess(pid, 0)) return false;

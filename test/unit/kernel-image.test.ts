@@ -7,7 +7,7 @@ import {
   findPvhEntry,
   hasInterpreter,
   isX8664Executable,
-} from '../../src/kernel/elf.js';
+} from '../../src/util/elf.js';
 import { deriveBootImage } from '../../src/kernel/install.js';
 import { isMicroagentError } from '../../src/errors.js';
 import { run } from '../../src/proc/spawn.js';

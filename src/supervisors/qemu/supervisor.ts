@@ -248,7 +248,7 @@ interface PlannedStart {
 }
 
 async function start(req: StartRequest): Promise<StartResult> {
-  const plan = await planStart(req);
+  const plan = await planStart(req, { writeConfig: true });
   const { files } = plan;
   const logFd = openSync(files.monitorLog, 'a', 0o600);
   let monitorPid: number | undefined;
@@ -283,7 +283,7 @@ export async function startInProcess(
   const req = SupervisorRequestSchema.parse(raw);
   if (req.command !== 'start')
     throw new MicroagentError('INTERNAL', 'startInProcess needs a start request');
-  const plan = await planStart(req);
+  const plan = await planStart(req, { writeConfig: false });
   const monitor = new Monitor(plan.config);
   try {
     await monitor.start();
@@ -325,7 +325,10 @@ async function startResult(
  * Checks a start request against the host, clears the previous boot's
  * runtime files and writes <run>/monitor-config.json.
  */
-async function planStart(req: StartRequest): Promise<PlannedStart> {
+async function planStart(
+  req: StartRequest,
+  options: { writeConfig: boolean },
+): Promise<PlannedStart> {
   const c = req.config;
   const files = runtimeFiles(c.runtimeDir);
   for (const p of [
@@ -420,7 +423,9 @@ async function planStart(req: StartRequest): Promise<PlannedStart> {
     ...(c.owner !== undefined ? { owner: c.owner } : {}),
     removeOnOwnerExit: c.removeOnOwnerExit,
   };
-  await writeJsonAtomic(files.monitorConfig, monitorConfig);
+  // A detached monitor reads its config from the file; one in this
+  // process gets it handed over.
+  if (options.writeConfig) await writeJsonAtomic(files.monitorConfig, monitorConfig);
   return {
     files,
     config: monitorConfig,

@@ -1,7 +1,8 @@
 /**
- * Just enough ELF64 (little-endian) reading for kernels and modules: header
- * checks, the PVH entry note of a vmlinux, and named sections of a .ko.
- * Every offset read from the file is bounds-checked.
+ * Just enough ELF64 (little-endian) reading for kernels, modules and the
+ * default image's programs: header checks, the PVH entry note of a
+ * vmlinux, and named sections of a .ko. Every offset read from the file is
+ * bounds-checked.
  */
 
 export const EM_X86_64 = 62;
