@@ -11,12 +11,12 @@ make -s -C "$root" clean all
 # Generated files must be current: regenerate them from the TypeScript build
 # (dist/, which the caller's build made) and fail on any difference.
 if [ -d dist/src ] && git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  for gen in gen-errors-doc gen-lifecycle-doc gen-protocol-fixtures; do
+  for gen in gen-errors-doc gen-lifecycle-doc gen-protocol-fixtures gen-c-protocol; do
     "$NODE" "scripts/$gen.mjs" >/dev/null
   done
-  if ! git diff --quiet -- docs/errors.md docs/lifecycle.md test/fixtures/protocol; then
+  if ! git diff --quiet -- docs/errors.md docs/lifecycle.md test/fixtures/protocol guest/init/protocol.h; then
     echo "check: generated files differ from the sources; regenerate and commit them:" >&2
-    git diff --stat -- docs/errors.md docs/lifecycle.md test/fixtures/protocol >&2
+    git diff --stat -- docs/errors.md docs/lifecycle.md test/fixtures/protocol guest/init/protocol.h >&2
     exit 1
   fi
 fi

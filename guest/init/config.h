@@ -12,10 +12,7 @@
 #include "json.h"
 #include "prefetch.h"
 
-#define CONFIG_MAGIC "MACFG001"
-#define CONFIG_MAX_JSON (1024 * 1024)
-
-#define NET_MAX_DNS 3
+#include "protocol.h" /* CONFIG_MAGIC, CONFIG_MAX_JSON, NET_MAX_DNS */
 
 /* config.network (docs/protocol.md §4). NET_NONE: the field is absent. */
 enum net_mode { NET_NONE, NET_USER, NET_ISOLATED };

@@ -12,10 +12,7 @@
 
 #include "json.h"
 
-/* Kinds on the fs stream (same header as exec, see mux.h). */
-#define FK_JSON 1
-#define FK_DATA_TO_GUEST 2
-#define FK_DATA_TO_HOST 3
+#include "protocol.h" /* FK_* kinds, FS_MAX_PATH */
 
 #define FS_ID_NONE UINT32_MAX
 

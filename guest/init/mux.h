@@ -7,32 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTOCOL_VERSION 1
-#define MUX_PORT_NAME "org.microagent.mux"
-#define ROOT_DISK_SERIAL "ma-root"
-#define CONFIG_DISK_SERIAL "ma-config"
+#include "protocol.h" /* generated from src/guest/protocol.ts */
 
-#define MUX_HEADER_SIZE 12
-#define MUX_MAX_PAYLOAD 65536
-#define MUX_MAX_DATA 32768
-#define MUX_WINDOW 524288
-#define MUX_MAX_STREAMS 64
-#define MUX_MAX_RESET_REASON 1024
+/* A ping's payload the guest echoes at most (guest-side bound). */
 #define MUX_MAX_PING 64
-
-enum frame_type {
-	F_HELLO = 1,
-	F_OPEN = 2,
-	F_OPEN_OK = 3,
-	F_RESET = 4,
-	F_DATA = 5,
-	F_EOF = 6,
-	F_CREDIT = 7,
-	F_POWEROFF = 8,
-	F_PING = 9,
-	F_PONG = 10,
-	F_RESULT = 11,
-};
 
 struct mux_hdr {
 	uint32_t stream;
@@ -40,12 +18,6 @@ struct mux_hdr {
 	uint32_t len;
 };
 
-#define EXEC_HEADER_SIZE 5
-#define EXEC_MAX_MESSAGE 1048576
-#define GUEST_PORT_EXEC 1
-#define GUEST_PORT_FS 2
-
-enum exec_kind { EK_JSON = 1, EK_STDIN = 2, EK_STDOUT = 3, EK_STDERR = 4 };
 
 static inline uint32_t get_be32(const uint8_t *p)
 {

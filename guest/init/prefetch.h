@@ -4,9 +4,8 @@
 
 #include <stddef.h>
 
-#define PREFETCH_MAX 8
-/* Longest entry, in bytes (PrefetchEntrySchema in src/guest/protocol.ts). */
-#define PREFETCH_MAX_NAME 4095
+#include "protocol.h" /* PREFETCH_MAX, PREFETCH_MAX_NAME */
+
 #define PREFETCH_MAX_BYTES (64L * 1024 * 1024)
 
 /*

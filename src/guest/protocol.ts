@@ -26,6 +26,8 @@ export const MUX_WINDOW = 524288;
 export const LEGACY_MUX_WINDOW = 131072;
 export const MUX_MAX_STREAMS = 64;
 export const MUX_MAX_RESET_REASON = 1024;
+/** Resolvers a guest network may name (config.network.dns). */
+export const NET_MAX_DNS = 3;
 
 export const FrameType = {
   HELLO: 1,
@@ -414,7 +416,7 @@ export const GuestNetworkSchema = z.discriminatedUnion('mode', [
       }, 'must be an IPv4 address with a prefix length 1..32, e.g. 10.0.2.15/24'),
       gateway: Ipv4Schema,
       /** Resolvers for /etc/resolv.conf (at most 3: the libc limit). */
-      dns: z.array(Ipv4Schema).max(3),
+      dns: z.array(Ipv4Schema).max(NET_MAX_DNS),
       /** Interface MTU; absent = the driver's default (1500). */
       mtu: z.number().int().min(576).max(65520).optional(),
     })

@@ -43,6 +43,7 @@ import {
   CtlRequestSchema,
   MonitorConfigSchema,
   runtimeFiles,
+  runtimeSockets,
   type CtlRequest,
   type CtlResponse,
   type ExitReason,
@@ -189,15 +190,7 @@ export class Monitor {
   async start(): Promise<void> {
     this.log(`monitor starting for ${this.config.identity.runtimeId} (accel ${this.config.accel})`);
     await this.persist();
-    for (const p of [
-      this.files.muxSocket,
-      this.files.agentSocket,
-      this.files.controlSocket,
-      this.files.qmpSocket,
-      this.files.netSocket,
-    ]) {
-      await unlink(p).catch(() => {});
-    }
+    for (const p of runtimeSockets(this.files)) await unlink(p).catch(() => {});
     await this.listen(this.files.controlSocket, (s) => this.onControl(s), false);
     await this.listen(this.files.muxSocket, (s) => this.onMuxConnection(s), false);
     await this.listen(this.files.agentSocket, (s) => this.onAgent(s), true);
@@ -979,14 +972,8 @@ export class Monitor {
       c.end();
       setTimeout(() => c.destroy(), CLIENT_DRAIN_MS).unref();
     }
-    for (const p of [
-      this.files.muxSocket,
-      this.files.agentSocket,
-      this.files.controlSocket,
-      this.files.qmpSocket,
-    ]) {
-      await unlink(p).catch(() => {});
-    }
+    // QEMU's NIC socket too: QEMU leaves its listening socket file behind.
+    for (const p of runtimeSockets(this.files)) await unlink(p).catch(() => {});
     if (this.state.exit?.reason === 'owner_exit' && this.config.removeOnOwnerExit) {
       this.log(`removing workspace ${this.config.workspaceDir} (owner gone)`);
       await rm(this.config.workspaceDir, { recursive: true, force: true }).catch(() => {});

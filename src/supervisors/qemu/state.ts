@@ -46,6 +46,17 @@ export function runtimeFiles(runtimeDir: string) {
 }
 export type RuntimeFiles = ReturnType<typeof runtimeFiles>;
 
+/** Every socket of a runtime folder: checked for length before a start, removed after. */
+export function runtimeSockets(files: RuntimeFiles): string[] {
+  return [
+    files.muxSocket,
+    files.agentSocket,
+    files.controlSocket,
+    files.qmpSocket,
+    files.netSocket,
+  ];
+}
+
 export const MonitorConfigSchema = z
   .object({
     v: z.literal(1),

@@ -46,6 +46,7 @@ import { buildQemuArgs, type QemuNetwork } from './qemu-args.js';
 import {
   MonitorStateSchema,
   runtimeFiles,
+  runtimeSockets,
   type MonitorConfig,
   type MonitorState,
   type RuntimeFiles,
@@ -204,14 +205,7 @@ async function reconcile(files: RuntimeFiles): Promise<MonitorState | null> {
     exit: { code: null, signal: null, reason: 'monitor_lost', detail, at: Date.now() },
   };
   await writeJsonAtomic(files.monitorState, next).catch(() => {});
-  for (const p of [
-    files.muxSocket,
-    files.agentSocket,
-    files.controlSocket,
-    files.qmpSocket,
-    files.netSocket,
-  ])
-    await unlink(p).catch(() => {});
+  for (const p of runtimeSockets(files)) await unlink(p).catch(() => {});
   return next;
 }
 
@@ -331,13 +325,7 @@ async function planStart(
 ): Promise<PlannedStart> {
   const c = req.config;
   const files = runtimeFiles(c.runtimeDir);
-  for (const p of [
-    files.muxSocket,
-    files.agentSocket,
-    files.controlSocket,
-    files.qmpSocket,
-    files.netSocket,
-  ]) {
+  for (const p of runtimeSockets(files)) {
     if (Buffer.byteLength(p) > MAX_SOCKET_PATH) {
       throw new MicroagentError(
         'STATE_DIR_INVALID',
