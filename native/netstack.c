@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -474,6 +475,14 @@ int main(int argc, char **argv)
 
 	signal(SIGPIPE, SIG_IGN);
 	pid_t parent = getppid();
+	/* Every guest connection is a host socket: take all the descriptors
+	 * the hard limit allows (the soft default of 1024 is a few hundred
+	 * connections of headroom). */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
 	outq = malloc(OUT_BUF);
 	if (outq == NULL)
 		die(1, "out of memory");
