@@ -273,14 +273,6 @@ export class Monitor {
         }
         this.qmp = qmp;
         qmp.on('event', (e: QmpEvent) => this.onQmpEvent(e));
-        if (this.bootAttempt === 1 && process.env.MICROAGENT_TEST_FREEZE_FIRST_BOOT === '1') {
-          // (QMP stop without the 'paused' state a client pause records:
-          // to the stall watch this is silence, not a pause.)
-          // Test hook: a guest frozen at boot, as the rare TCG stall looks
-          // from outside (a console that stops). Exercises the restart.
-          this.log('test hook: freezing the first boot');
-          await qmp.execute('stop');
-        }
       } catch (err) {
         if (!this.exited && child === this.qemu && !this.restartPending) {
           this.log(`QMP failed: ${(err as Error).message}; killing QEMU`);
