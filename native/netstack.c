@@ -274,6 +274,16 @@ static void read_in(Slirp *slirp)
 static struct pollfd *pfds;
 static size_t npfds, cap_pfds;
 
+/* libslirp's poll flags and poll(2)'s; ERR and HUP are only ever returned. */
+static const struct {
+	int slirp;
+	short poll;
+} POLL_FLAGS[] = {
+	{ SLIRP_POLL_IN, POLLIN },   { SLIRP_POLL_OUT, POLLOUT }, { SLIRP_POLL_PRI, POLLPRI },
+	{ SLIRP_POLL_ERR, POLLERR }, { SLIRP_POLL_HUP, POLLHUP },
+};
+#define N_POLL_FLAGS (sizeof POLL_FLAGS / sizeof POLL_FLAGS[0])
+
 static int add_poll_cb(int fd, int events, void *opaque)
 {
 	if (npfds == cap_pfds) {
@@ -283,12 +293,9 @@ static int add_poll_cb(int fd, int events, void *opaque)
 			die(1, "out of memory");
 	}
 	short ev = 0;
-	if (events & SLIRP_POLL_IN)
-		ev |= POLLIN;
-	if (events & SLIRP_POLL_OUT)
-		ev |= POLLOUT;
-	if (events & SLIRP_POLL_PRI)
-		ev |= POLLPRI;
+	for (size_t i = 0; i < N_POLL_FLAGS; i++)
+		if (events & POLL_FLAGS[i].slirp)
+			ev |= POLL_FLAGS[i].poll;
 	pfds[npfds] = (struct pollfd){ .fd = fd, .events = ev };
 	return (int)npfds++;
 }
@@ -297,18 +304,10 @@ static int get_revents_cb(int idx, void *opaque)
 {
 	if (idx < 0 || (size_t)idx >= npfds)
 		return 0;
-	short rev = pfds[idx].revents;
 	int out = 0;
-	if (rev & POLLIN)
-		out |= SLIRP_POLL_IN;
-	if (rev & POLLOUT)
-		out |= SLIRP_POLL_OUT;
-	if (rev & POLLPRI)
-		out |= SLIRP_POLL_PRI;
-	if (rev & POLLERR)
-		out |= SLIRP_POLL_ERR;
-	if (rev & POLLHUP)
-		out |= SLIRP_POLL_HUP;
+	for (size_t i = 0; i < N_POLL_FLAGS; i++)
+		if (pfds[idx].revents & POLL_FLAGS[i].poll)
+			out |= POLL_FLAGS[i].slirp;
 	return out;
 }
 

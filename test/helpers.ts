@@ -4,6 +4,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../src/paths.js';
 
@@ -117,4 +119,33 @@ export function killProcessesMentioning(needle: string): void {
 
 export async function tempDir(prefix: string): Promise<string> {
   return mkdtemp(join(PACKAGE_ROOT, '.local', `${prefix}-`));
+}
+
+/** The document of a `--json` answer (`{ok, result}` wraps it). */
+export function jsonOf<T>(r: { stdout: Buffer }): T {
+  const doc = JSON.parse(r.stdout.toString()) as { ok?: boolean; result?: unknown };
+  return (doc.ok === true && 'result' in doc ? doc.result : doc) as T;
+}
+
+/** This host's first non-loopback IPv4 address: "the host's own address". */
+export function hostAddress(): string {
+  for (const addrs of Object.values(networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  throw new Error('this host has no non-loopback IPv4 address to serve the guest from');
+}
+
+/** Starts a TCP or HTTP server on host, port chosen by the kernel; resolves with the port. */
+export function listen(server: Pick<Server, 'listen' | 'address'>, host: string): Promise<number> {
+  return new Promise((resolve) =>
+    server.listen(0, host, () => resolve((server.address() as AddressInfo).port)),
+  );
+}
+
+/** A loopback TCP port that was free a moment ago. */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  const port = await listen(s, '127.0.0.1');
+  await new Promise((r) => s.close(r));
+  return port;
 }

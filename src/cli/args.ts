@@ -3,7 +3,7 @@
  * parser accepts `--flag value`, `--flag=value`, `-f value`, repeatable
  * flags and `--`, and reports mistakes as UsageError (exit 2) with a hint.
  */
-import { MicroagentError } from '../index.js';
+import { MicroagentError } from '../errors.js';
 
 export type FlagType = 'boolean' | 'string' | 'strings';
 

@@ -2,7 +2,7 @@
  * Rendering for the CLI: JSON documents, errors, colour only on a TTY, and
  * the documented exit codes.
  */
-import { MicroagentError, toMicroagentError } from '../index.js';
+import { MicroagentError, toMicroagentError } from '../errors.js';
 
 /** Documented, stable exit codes (docs/cli.md). */
 export const EXIT = {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { suggest, UsageError, type FlagSpecs } from './args.js';
 import { EXIT, writeJson, type Output } from './output.js';
-import { PACKAGE_ROOT } from '../index.js';
+import { PACKAGE_ROOT } from '../paths.js';
 
 export interface Command {
   summary: string;

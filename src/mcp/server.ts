@@ -18,8 +18,7 @@ import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js'
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import { CallToolRequestSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { MicroagentError } from '../index.js';
-import { StatePaths } from '../index.js';
+import { MicroagentError, StatePaths, packageVersion } from '../index.js';
 import {
   argumentError,
   errorOf,
@@ -28,7 +27,6 @@ import {
   type EnvelopeMeta,
 } from './envelope.js';
 import { IdempotencyStore } from './idempotency.js';
-import { packageVersion } from '../index.js';
 import { TOOLS, type ToolContext, type ToolDef } from './tools.js';
 
 /** How long close() waits for calls in flight after aborting them. */

@@ -5,19 +5,24 @@
  * calls the library and returns plain JSON. Handlers throw typed errors; the
  * server turns them into the error envelope.
  */
-import { execDocument, runDocument } from '../index.js';
-import { Readable } from 'node:stream';
-import { resolve } from 'node:path';
-import { z } from 'zod';
-import type { ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
-import { MicroagentError } from '../index.js';
-import { copyIn, copyOut, getArtifact, listArtifacts } from '../index.js';
-import { listImages, pullImage, type PullEvent } from '../index.js';
-import { listKernels, readDefaultKernelId, verifyKernel } from '../index.js';
-import { doctor } from '../index.js';
-import { StatePaths } from '../index.js';
-import { loadSpec, specToCreateOptions } from '../index.js';
 import {
+  execDocument,
+  runDocument,
+  MicroagentError,
+  copyIn,
+  copyOut,
+  getArtifact,
+  listArtifacts,
+  listImages,
+  pullImage,
+  type PullEvent,
+  listKernels,
+  readDefaultKernelId,
+  verifyKernel,
+  doctor,
+  StatePaths,
+  loadSpec,
+  specToCreateOptions,
   createWorkspaceRecord as createWorkspace,
   deleteWorkspace,
   execWorkspace,
@@ -29,14 +34,23 @@ import {
   startWorkspace,
   stopWorkspace,
   type CreateOptions,
+  generateRunName,
+  type NetworkOptions,
+  PROFILES,
+  CpusSchema,
+  DiskMiBSchema,
+  MemoryMiBSchema,
+  type WorkspaceRecord,
+  runCommand,
+  listWorkspaceSummaries,
+  readEvents,
+  readLogs,
+  workspaceStatus,
 } from '../index.js';
-import { generateRunName } from '../index.js';
-import { type NetworkOptions } from '../index.js';
-import { PROFILES } from '../index.js';
-import { CpusSchema, DiskMiBSchema, MemoryMiBSchema } from '../index.js';
-import { type WorkspaceRecord } from '../index.js';
-import { runCommand } from '../index.js';
-import { listWorkspaceSummaries, readEvents, readLogs, workspaceStatus } from '../index.js';
+import { Readable } from 'node:stream';
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import type { ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
 import { describeHost } from './describe.js';
 
 /** What a handler gets besides its arguments. */

@@ -11,11 +11,15 @@
  * each); cluster 3 the L1 table, all entries unallocated. The file ends
  * right after the L1 table.
  */
+import { open } from 'node:fs/promises';
 import { MicroagentError } from '../errors.js';
 
 const CLUSTER_BITS = 16;
 const CLUSTER = 1 << CLUSTER_BITS;
 const HEADER_LENGTH = 0x70;
+const MAGIC = 'QFI\xfb';
+/** Where the header keeps the virtual size (u64, big-endian). */
+const SIZE_OFFSET = 24;
 /** Bytes one L2 table maps: CLUSTER / 8 entries of one cluster each. */
 const L2_SPAN = (CLUSTER / 8) * CLUSTER;
 /** This layout keeps the L1 table in one cluster: up to 4 TiB. */
@@ -71,12 +75,12 @@ export function qcow2Overlay(backingPath: string, backingSize: number): Buffer {
   const backingOffset = p;
   name.copy(out, backingOffset);
 
-  out.write('QFI\xfb', 0, 'latin1');
+  out.write(MAGIC, 0, 'latin1');
   out.writeUInt32BE(3, 4); // version
   out.writeBigUInt64BE(BigInt(backingOffset), 8);
   out.writeUInt32BE(name.length, 16);
   out.writeUInt32BE(CLUSTER_BITS, 20);
-  out.writeBigUInt64BE(BigInt(size), 24);
+  out.writeBigUInt64BE(BigInt(size), SIZE_OFFSET);
   // crypt_method 0 at 32
   out.writeUInt32BE(l1Size, 36);
   out.writeBigUInt64BE(BigInt(l1Offset), 40);
@@ -97,4 +101,17 @@ function extension(out: Buffer, at: number, type: number, data: Buffer): number 
   out.writeUInt32BE(data.length, at + 4);
   data.copy(out, at + 8);
   return at + 8 + Math.ceil(data.length / 8) * 8;
+}
+
+/** A qcow2 file's virtual size from its header (bytes 24-31); undefined for another format. */
+export async function qcow2VirtualSize(path: string): Promise<number | undefined> {
+  const h = await open(path, 'r');
+  try {
+    const b = Buffer.alloc(SIZE_OFFSET + 8);
+    const { bytesRead } = await h.read(b, 0, b.length, 0);
+    if (bytesRead < b.length || b.toString('latin1', 0, 4) !== MAGIC) return undefined;
+    return Number(b.readBigUInt64BE(SIZE_OFFSET));
+  } finally {
+    await h.close();
+  }
 }

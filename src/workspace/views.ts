@@ -13,6 +13,7 @@ import { isLive, TERMINAL_STATES } from './states.js';
 import { listWorkspaceEntries, loadWorkspace } from './store.js';
 import { vmBackend } from './backend.js';
 import { verifyWorkspace, type Verification } from './verify.js';
+import { qcow2VirtualSize } from '../rootfs/qcow2.js';
 import { networkOf, type NetworkSettings } from './network.js';
 
 export interface ReadinessSignal {
@@ -69,19 +70,6 @@ export interface DiskView {
 }
 
 const PROBE_TIMEOUT_MS = 2_000;
-
-/** The qcow2 header's virtual size (bytes 24-31), or undefined. */
-async function qcow2VirtualSize(path: string): Promise<number | undefined> {
-  const h = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(32);
-    const { bytesRead } = await h.read(b, 0, 32, 0);
-    if (bytesRead < 32 || b.toString('latin1', 0, 4) !== 'QFI\xfb') return undefined;
-    return Number(b.readBigUInt64BE(24));
-  } finally {
-    await h.close();
-  }
-}
 
 async function diskView(
   ws: WorkspacePaths,
@@ -303,15 +291,15 @@ export async function followLogs(options: {
   signal?: AbortSignal;
 }): Promise<void> {
   const paths = new StatePaths(options.stateDir);
-  let { ws } = await loadWorkspace(paths, options.name);
+  const { ws } = await loadWorkspace(paths, options.name);
+  const log = vmBackend().consoleLog(ws.runtime);
   let offset = 0;
   for (;;) {
-    offset += await readFrom(vmBackend().consoleLog(ws.runtime), offset, options.onData);
+    offset += await readFrom(log, offset, options.onData);
     if (options.signal?.aborted) return;
     const loaded = await loadWorkspace(paths, options.name);
-    ws = loaded.ws;
     if (!isLive(loaded.record.state)) {
-      await readFrom(vmBackend().consoleLog(ws.runtime), offset, options.onData);
+      await readFrom(log, offset, options.onData);
       return;
     }
     await new Promise((r) => setTimeout(r, 200));

@@ -233,13 +233,3 @@ export function waitVm(
 ): Promise<{ timedOut: boolean; status: VmStatus | null }> {
   return vmBackend().wait(target(ws, identity), timeoutMs);
 }
-
-/** The status the VM's monitor last recorded, without asking it; undefined when none. */
-export function lastVmStatus(ws: WorkspacePaths): Promise<VmStatus | undefined> {
-  return vmBackend().lastStatus(ws.runtime);
-}
-
-/** The guest console's log of the current or last boot. */
-export function consoleLogOf(ws: WorkspacePaths): string {
-  return vmBackend().consoleLog(ws.runtime);
-}

@@ -6,26 +6,12 @@
  */
 import assert from 'node:assert/strict';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { networkInterfaces } from 'node:os';
+import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cli, E2E_STATE_DIR, waitNoProcesses } from '../helpers.js';
+import { cli, E2E_STATE_DIR, hostAddress, listen, waitNoProcesses } from '../helpers.js';
 
 const NAME = `applets-${process.pid}`;
-
-function hostAddress(): string {
-  for (const addrs of Object.values(networkInterfaces())) {
-    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
-  }
-  throw new Error('this host has no non-loopback IPv4 address to serve the guest from');
-}
-
-function listen(server: Server | ReturnType<typeof createHttpServer>, host: string) {
-  return new Promise<number>((resolve) =>
-    server.listen(0, host, () => resolve((server.address() as AddressInfo).port)),
-  );
-}
 
 /** exec in the workspace: exit code and output. */
 async function sh(script: string): Promise<{ code: number | null; out: string; err: string }> {

@@ -9,45 +9,26 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer as createHttpServer, get, type Server, type ServerResponse } from 'node:http';
-import { createServer, type AddressInfo } from 'node:net';
-import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cli, E2E_STATE_DIR, killProcessesMentioning, waitNoProcesses } from '../helpers.js';
+import {
+  cli,
+  E2E_STATE_DIR,
+  freePort,
+  hostAddress,
+  jsonOf,
+  killProcessesMentioning,
+  listen,
+  waitNoProcesses,
+} from '../helpers.js';
 
 const TAG = `netload-${process.pid}`;
 const MiB = 1024 * 1024;
 const BLOB_SIZE = 64 * MiB;
 const EXEC_TIMEOUT_MS = 180_000;
 
-/** This host's first non-loopback IPv4 address: "the host's own address". */
-function hostAddress(): string {
-  for (const addrs of Object.values(networkInterfaces())) {
-    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
-  }
-  throw new Error('this host has no non-loopback IPv4 address to serve the guest from');
-}
-
 function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
-}
-
-function jsonOf<T>(r: { stdout: Buffer }): T {
-  const doc = JSON.parse(r.stdout.toString()) as { ok?: boolean; result?: unknown };
-  return (doc.ok === true && 'result' in doc ? doc.result : doc) as T;
-}
-
-function listen(server: Server | ReturnType<typeof createServer>, host: string): Promise<number> {
-  return new Promise((resolve) =>
-    server.listen(0, host, () => resolve((server.address() as AddressInfo).port)),
-  );
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  const port = await listen(s, '127.0.0.1');
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 /** GET to the end, hashing what arrives; bounded in time. */

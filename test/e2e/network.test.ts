@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer, get, type Server } from 'node:http';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -22,6 +22,8 @@ import {
   cli,
   collect,
   E2E_STATE_DIR,
+  freePort,
+  jsonOf,
   killProcessesMentioning,
   tempDir,
   waitNoProcesses,
@@ -38,14 +40,6 @@ const DNS_ADDR = `127.53.${process.pid % 250}.1`;
 function sh(argv: string[]): { ok: boolean; stderr: string } {
   const r = spawnSync(argv[0] as string, argv.slice(1), { encoding: 'utf8' });
   return { ok: r.status === 0, stderr: r.stderr ?? '' };
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 function httpGet(host: string, port: number, path = '/'): Promise<string> {
@@ -73,12 +67,6 @@ async function httpGetRetry(host: string, port: number, path: string): Promise<s
     }
   }
   throw last;
-}
-
-/** The document of a `--json` answer (`{ok, result}` wraps it). */
-function jsonOf<T>(r: { stdout: Buffer }): T {
-  const doc = JSON.parse(r.stdout.toString()) as { ok?: boolean; result?: unknown };
-  return (doc.ok === true && 'result' in doc ? doc.result : doc) as T;
 }
 
 function tcpConnects(host: string, port: number): Promise<boolean> {

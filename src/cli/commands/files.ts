@@ -5,8 +5,14 @@ import { resolve } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { parseArgs, UsageError, type FlagSpecs } from '../args.js';
 import { table, writeJson, type Output } from '../output.js';
-import { connectWorkspace } from '../../index.js';
-import { copyIn, copyOut, getArtifact, listArtifacts, parseGuestLocation } from '../../index.js';
+import {
+  connectWorkspace,
+  copyIn,
+  copyOut,
+  getArtifact,
+  listArtifacts,
+  parseGuestLocation,
+} from '../../index.js';
 import type { CommandSpec } from './workspace.js';
 
 const COMMON: FlagSpecs = {

@@ -4,9 +4,7 @@
  * the registry client on every start-up.
  */
 import type { FlagSpecs } from '../args.js';
-import { type PullEvent } from '../../index.js';
-import { type ResolveImageOptions } from '../../index.js';
-import { parseMemory } from '../../index.js';
+import { type PullEvent, type ResolveImageOptions, parseMemory } from '../../index.js';
 
 /** Flags shared by run, create and rootfs build for resolving an image. */
 export const IMAGE_FLAGS: FlagSpecs = {

@@ -3,9 +3,14 @@
  */
 import { parseArgs, UsageError, type FlagSpecs } from '../args.js';
 import { table, writeJson, type Output } from '../output.js';
-import { listImages, pullImage, removeImage, tagImage } from '../../index.js';
-import { prune as pruneAll } from '../../index.js';
-import { StatePaths } from '../../index.js';
+import {
+  listImages,
+  pullImage,
+  removeImage,
+  tagImage,
+  prune as pruneAll,
+  StatePaths,
+} from '../../index.js';
 import type { CommandSpec } from './workspace.js';
 import { progressRenderer } from './image-flags.js';
 

@@ -3,8 +3,7 @@
  */
 import { parseArgs, UsageError, type FlagSpecs } from '../args.js';
 import { table, writeJson, type Output } from '../output.js';
-import { installKernel, listKernels, verifyKernel } from '../../index.js';
-import { StatePaths } from '../../index.js';
+import { installKernel, listKernels, verifyKernel, StatePaths } from '../../index.js';
 
 export const KERNEL_USAGE = [
   'microagent kernel install [--file PATH --sha256 HEX | --url URL --sha256 HEX] [--force]',

@@ -10,8 +10,8 @@ import {
   parseNetworkMode,
   type NetworkOptions,
   type NetworkSettings,
+  workspaceNetwork,
 } from '../../index.js';
-import { workspaceNetwork } from '../../index.js';
 
 export const NETWORK_FLAGS: FlagSpecs = {
   network: {

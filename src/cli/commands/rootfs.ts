@@ -3,8 +3,7 @@
  */
 import { parseArgs, UsageError, type FlagSpecs } from '../args.js';
 import { writeJson, type Output } from '../output.js';
-import { buildImageRootfs } from '../../index.js';
-import { parseMemory } from '../../index.js';
+import { buildImageRootfs, parseMemory } from '../../index.js';
 import { IMAGE_FLAGS, progressRenderer } from './image-flags.js';
 import type { CommandSpec } from './workspace.js';
 

@@ -1,7 +1,15 @@
 /**
  * `microagent run [--image REF] [--] CMD [ARGS...]`
  */
-import { CPUS } from '../../index.js';
+import {
+  CPUS,
+  runDocument,
+  runCommand,
+  type RunResult,
+  specToRunOptions,
+  parseDiskSize,
+  parseMemory,
+} from '../../index.js';
 import {
   parseArgs,
   parseDuration,
@@ -11,13 +19,9 @@ import {
   type FlagSpecs,
 } from '../args.js';
 import { paint, writeJson, type Output } from '../output.js';
-import { runDocument } from '../../index.js';
-import { runCommand, type RunResult } from '../../index.js';
 import { IMAGE_FLAGS, imageOptionsFrom } from './image-flags.js';
 import { FILE_FLAG, specFromFlags } from './spec-file.js';
-import { specToRunOptions } from '../../index.js';
 import { NETWORK_FLAGS, networkOptionsFrom } from './network.js';
-import { parseDiskSize, parseMemory } from '../../index.js';
 
 export const RUN_USAGE =
   'microagent run [flags] [--image REF] [--] CMD [ARGS...]  |  microagent run [flags] IMAGE [CMD [ARGS...]]';

@@ -2,18 +2,9 @@
  * Persistent-workspace commands: create, start, exec, status, list, ps,
  * halt, stop, kill, pause, resume, delete, wait, logs, events, result.
  */
-import { CPUS } from '../../index.js';
 import {
-  parseArgs,
-  parseDuration,
-  parseKeyValues,
-  parsePositiveInt,
-  UsageError,
-  type FlagSpecs,
-} from '../args.js';
-import { paint, table, writeJson, type Output } from '../output.js';
-import { execDocument } from '../../index.js';
-import {
+  CPUS,
+  execDocument,
   createWorkspaceRecord as createWorkspace,
   deleteWorkspace,
   execWorkspace,
@@ -25,14 +16,10 @@ import {
   startWorkspace,
   stopWorkspace,
   waitWorkspace,
-} from '../../index.js';
-import { parseDiskSize, parseMemory } from '../../index.js';
-import { IMAGE_FLAGS, imageOptionsFrom } from './image-flags.js';
-import { FILE_FLAG, specFromFlags } from './spec-file.js';
-import { specToCreateOptions } from '../../index.js';
-import { NETWORK_FLAGS, networkOptionsFrom, networkSummary } from './network.js';
-import { type WorkspaceRecord } from '../../index.js';
-import {
+  parseDiskSize,
+  parseMemory,
+  specToCreateOptions,
+  type WorkspaceRecord,
   followEvents,
   followLogs,
   listWorkspaceSummaries,
@@ -41,6 +28,18 @@ import {
   workspaceStatus,
   type WorkspaceStatus,
 } from '../../index.js';
+import {
+  parseArgs,
+  parseDuration,
+  parseKeyValues,
+  parsePositiveInt,
+  UsageError,
+  type FlagSpecs,
+} from '../args.js';
+import { paint, table, writeJson, type Output } from '../output.js';
+import { IMAGE_FLAGS, imageOptionsFrom } from './image-flags.js';
+import { FILE_FLAG, specFromFlags } from './spec-file.js';
+import { NETWORK_FLAGS, networkOptionsFrom, networkSummary } from './network.js';
 
 export interface CommandSpec {
   summary: string;
